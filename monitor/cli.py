@@ -1,0 +1,229 @@
+"""Command line: `run` the daemon, `check` a configuration, `probe` mailboxes now."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monitor import __version__
+from monitor.config import Config, ConfigError, Mailbox, load_config
+from monitor.credentials import (
+    CredentialMissing,
+    CredentialStore,
+    SecretKind,
+    credential_directory_problems,
+)
+from monitor.logs import configure_logging
+from monitor.probes.result import ProbeResult
+from monitor.quota import effective_limit, quota_level, usage_ratio
+from monitor.scheduling.runner import LockedOut, ProbeRunner
+from monitor.state.store import StateError, StateStore
+
+EXIT_OK = 0
+EXIT_PROBE_FAILED = 1
+EXIT_USAGE = 2  # bad configuration, unknown mailbox, unusable state file
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bma-monitor` command."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"configuration error ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateError as exc:
+        print(f"state error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bma-monitor", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bma-monitor {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the monitoring daemon")
+    run.add_argument("--config", required=True, type=Path, help="configuration file")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate a configuration and exit")
+    check.add_argument("--config", required=True, type=Path, help="configuration file")
+    check.set_defaults(handler=_check)
+
+    probe = commands.add_parser("probe", help="probe mailboxes now and print the results")
+    probe.add_argument("--config", required=True, type=Path, help="configuration file")
+    probe.add_argument(
+        "addresses",
+        nargs="*",
+        metavar="ADDRESS",
+        help="mailboxes to probe (address or local part); all when omitted",
+    )
+    probe.add_argument("--json", action="store_true", help="one JSON object per mailbox")
+    probe.add_argument(
+        "--force",
+        action="store_true",
+        help="also try mailboxes locked out after a refused password",
+    )
+    probe.set_defaults(handler=_probe)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from monitor.daemon import run_daemon
+
+    asyncio.run(run_daemon(args.config))
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = CredentialStore(config.credentials, salt=b"")
+    missing = [
+        m.address
+        for m in config.mailboxes
+        if isinstance(store.lookup(m.address, SecretKind.IMAP), CredentialMissing)
+    ]
+    kinds = {kind: sum(1 for m in config.mailboxes if m.kind == kind) for kind in ("ec", "po")}
+    print(
+        f"{config.source}: valid; {len(config.mailboxes)} mailboxes "
+        f"({kinds['ec']} ec, {kinds['po']} po) on {len(config.servers)} server(s)"
+    )
+    for problem in credential_directory_problems(config.credentials.directory):
+        print(f"warning: {problem}")
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        print(f"warning: {len(missing)} mailbox(es) have no IMAP credential: {shown}")
+    return EXIT_OK
+
+
+def _probe(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure_logging("error", "console" if sys.stderr.isatty() else "json")
+    selected = _select(config, args.addresses)
+    if selected is None:
+        return EXIT_USAGE
+    results = asyncio.run(_probe_all(config, selected, force=args.force))
+    rows = [
+        _row(config, mailbox, outcome) for mailbox, outcome in zip(selected, results, strict=True)
+    ]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        _print_table(rows)
+    return EXIT_OK if all(row["login_ok"] for row in rows) else EXIT_PROBE_FAILED
+
+
+def _select(config: Config, wanted: list[str]) -> list[Mailbox] | None:
+    if not wanted:
+        return list(config.mailboxes)
+    by_name = {m.address: m for m in config.mailboxes} | {m.local_part: m for m in config.mailboxes}
+    unknown = [w for w in wanted if w.lower() not in by_name]
+    if unknown:
+        print(f"not in the configuration: {', '.join(unknown)}", file=sys.stderr)
+        return None
+    return [by_name[w.lower()] for w in wanted]
+
+
+async def _probe_all(
+    config: Config, mailboxes: list[Mailbox], *, force: bool
+) -> list[ProbeResult | LockedOut]:
+    store = await asyncio.to_thread(StateStore.open, config.state.path)
+    try:
+        credentials = CredentialStore(config.credentials, store.salt())
+        runner = ProbeRunner(config, store, credentials, store.load_lockouts())
+        slots = asyncio.Semaphore(config.probing.concurrency)
+
+        async def one(mailbox: Mailbox) -> ProbeResult | LockedOut:
+            async with slots:
+                return await runner.run(mailbox, estimate_usage=True, force=force)
+
+        return list(await asyncio.gather(*(one(m) for m in mailboxes)))
+    finally:
+        store.close()
+
+
+def _row(config: Config, mailbox: Mailbox, outcome: ProbeResult | LockedOut) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "address": mailbox.address,
+        "mailbox": mailbox.local_part,
+        "kind": str(mailbox.kind),
+        "server": mailbox.server,
+    }
+    if isinstance(outcome, LockedOut):
+        lockout = outcome.lockout
+        return row | {
+            "login_ok": False,
+            "reason": str(lockout.reason),
+            "locked_out": True,
+            "detail": f"not tried: refused before ({lockout.detail}); "
+            "change the credential or use --force",
+            "quota_used_bytes": None,
+            "quota_limit_bytes": None,
+            "quota_source": None,
+        }
+    quota = outcome.quota
+    row |= {
+        "login_ok": outcome.login_ok,
+        "reason": str(outcome.reason),
+        "locked_out": False,
+        "detail": outcome.detail,
+        "quota_used_bytes": quota.used_bytes if quota else None,
+        "quota_limit_bytes": effective_limit(quota, config.quota) if quota else None,
+        "quota_server_limit_bytes": quota.limit_bytes if quota else None,
+        "quota_source": str(quota.source) if quota else None,
+        "quota_usage_ratio": round(usage_ratio(quota, config.quota), 4) if quota else None,
+        "quota_level": str(quota_level(quota, config.quota)) if quota else None,
+        "quota_error": outcome.quota_error or None,
+        "duration_seconds": round(outcome.total_seconds, 4),
+    }
+    return row
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("MAILBOX", "KIND", "RESULT", "USED", "LIMIT", "USE", "SOURCE", "TIME", "DETAIL")
+    lines = [header]
+    for row in rows:
+        used, limit = row.get("quota_used_bytes"), row.get("quota_limit_bytes")
+        ratio = row.get("quota_usage_ratio")
+        lines.append(
+            (
+                row["mailbox"],
+                row["kind"],
+                row["reason"] + (" (locked)" if row["locked_out"] else ""),
+                _bytes(used),
+                _bytes(limit),
+                f"{ratio:.0%}" if ratio is not None else "-",
+                row.get("quota_source") or "-",
+                f"{row['duration_seconds']:.2f}s" if "duration_seconds" in row else "-",
+                row.get("detail") or row.get("quota_error") or "",
+            )
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:
+        cells = [str(c).ljust(w) for c, w in zip(line[:-1], widths, strict=True)]
+        print("  ".join([*cells, str(line[-1])]).rstrip())
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Configuration errors that name the file, the YAML path and the broken rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One broken rule at one place in one file."""
+
+    file: Path
+    path: str  # e.g. `probing.interval` or `mailboxes[3].fase`; empty for the whole file
+    rule: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        at = f" {self.path}:" if self.path else ""
+        return f"{where}:{at} {self.rule}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def format_path(parts: tuple[int | str, ...]) -> str:
+    """Render a location like ('mailboxes', 3, 'fase') as `mailboxes[3].fase`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -1,0 +1,132 @@
+"""Mailbox secrets from a credentials directory or the environment, never from the config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from monitor.config.model import CredentialsConfig
+
+
+class SecretKind(StrEnum):
+    """Which of a mailbox's two passwords."""
+
+    IMAP = "imap"  # the mailbox password
+    CERBERE = "cerbere"  # the CERBERE password, used for SMTP
+
+
+class Secret:
+    """A password that will not show itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The password itself, for the one call that sends it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A secret and where it came from."""
+
+    secret: Secret
+    origin: str  # file path or variable name; safe to log
+    version: tuple[int, ...] = field(default=())  # file identity; changes when the file does
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialMissing:
+    """Why no usable secret was found; safe to log."""
+
+    detail: str
+
+
+class CredentialStore:
+    """Looks secrets up: `<directory>/<address>.<kind>`, else `<PREFIX><LOCALPART>_<KIND>`."""
+
+    def __init__(self, config: CredentialsConfig, salt: bytes) -> None:
+        self._directory = config.directory
+        self._prefix = config.env_prefix
+        self._salt = salt
+
+    def lookup(self, address: str, kind: SecretKind) -> Credential | CredentialMissing:
+        """Read the secret now (blocking file I/O: call it off the event loop)."""
+        if self._directory is not None:
+            path = self._directory / f"{address}.{kind}"
+            try:
+                stat = path.stat()
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                return CredentialMissing(f"{path}: {exc.strerror}")
+            else:
+                try:
+                    value = _strip_line_end(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    return CredentialMissing(f"{path} is not UTF-8 text")
+                if not value:
+                    return CredentialMissing(f"{path} is empty")
+                version = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                return Credential(Secret(value), str(path), version)
+        name = self.variable_name(address, kind)
+        value = os.environ.get(name, "")
+        if value:
+            return Credential(Secret(value), f"${name}")
+        where = f"{self._directory}/{address}.{kind} nor " if self._directory else ""
+        return CredentialMissing(f"neither {where}${name} is set")
+
+    def variable_name(self, address: str, kind: SecretKind) -> str:
+        """The environment variable that may hold this secret."""
+        return f"{self._prefix}{address.split('@', 1)[0].upper()}_{kind.upper()}"
+
+    def fingerprint(self, address: str, credential: Credential) -> str:
+        """A slow salted hash telling whether a secret changed, useless for recovering it."""
+        # scrypt, so that a copy of the state file does not make passwords cheap to guess.
+        digest = hashlib.scrypt(
+            credential.secret.reveal().encode("utf-8"),
+            salt=self._salt + address.encode("ascii"),
+            n=2**14,
+            r=8,
+            p=1,
+            dklen=16,
+        )
+        return digest.hex()
+
+
+def _strip_line_end(text: str) -> str:
+    """Files written by editors and `echo` end with a newline that is not part of the secret."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
+    return text
+
+
+def credential_directory_problems(directory: Path | None) -> list[str]:
+    """Warnings about a credentials directory others could read."""
+    if directory is None or not directory.is_dir():
+        return [] if directory is None else [f"credentials directory {directory} does not exist"]
+    mode = directory.stat().st_mode
+    if mode & 0o007:
+        return [
+            f"credentials directory {directory} is accessible to all users (mode {mode & 0o777:o})"
+        ]
+    return []

@@ -1,0 +1,127 @@
+"""The daemon: wires config, state, scheduler and HTTP endpoint; handles signals and reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from monitor.config import Config, ConfigError, load_config
+from monitor.credentials import CredentialStore, credential_directory_problems
+from monitor.logs import configure_logging
+from monitor.metrics.collector import BmaCollector, ReloadStatus
+from monitor.metrics.http import HttpEndpoint
+from monitor.scheduling.runner import ProbeRunner
+from monitor.scheduling.scheduler import Scheduler
+from monitor.state.store import StateStore
+
+log = structlog.get_logger("bma_monitor.daemon")
+
+HEARTBEAT_STALE_AFTER = 15.0  # seconds without a scheduler tick before /healthz fails
+
+
+class Daemon:
+    """One running monitor."""
+
+    def __init__(self, config: Config, store: StateStore) -> None:
+        self.config = config
+        self.store = store
+        self.reload_status = ReloadStatus(True, time.time())
+        credentials = CredentialStore(config.credentials, store.salt())
+        self.runner = ProbeRunner(config, store, credentials, store.load_lockouts())
+        self.scheduler = Scheduler(config, self.runner, store)
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.registry.register(BmaCollector(self.scheduler.view, lambda: self.reload_status))
+        self.http = HttpEndpoint(config.http.host, config.http.port, self.registry, self.health)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while the scheduler is ticking; servers being down is not the daemon's ill."""
+        view = self.scheduler.view()
+        stale = time.monotonic() - view.heartbeat
+        return stale < HEARTBEAT_STALE_AFTER, {
+            "mailboxes": len(view.mailboxes),
+            "servers_down": sorted(name for name, s in view.servers.items() if not s.up),
+            "in_flight": view.in_flight,
+            "scheduler_idle_seconds": round(stale, 3),
+        }
+
+    async def reload(self) -> None:
+        """Load the config file again and apply it whole, or keep the old one whole."""
+        path = self.config.source
+        try:
+            config = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            self.reload_status = ReloadStatus(False, self.reload_status.last_success_at)
+            log.error("reload_failed", config=str(path), problems=[str(p) for p in exc.problems])
+            return
+        for setting, old, new in (
+            ("state.path", self.config.state.path, config.state.path),
+            ("http.listen", self.config.http.listen, config.http.listen),
+        ):
+            if old != new:
+                log.warning(
+                    "reload_needs_restart", setting=setting, running=str(old), configured=str(new)
+                )
+        configure_logging(config.logging.level, config.logging.format)
+        credentials = CredentialStore(config.credentials, self.store.salt())
+        self.runner.reconfigure(config, credentials)
+        self.scheduler.reconfigure(config)
+        self.config = config
+        self.reload_status = ReloadStatus(True, time.time())
+        log.info("reloaded", config=str(path), mailboxes=len(config.mailboxes))
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(self.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        self.http.start()
+        log.info(
+            "started",
+            config=str(self.config.source),
+            mailboxes=len(self.config.mailboxes),
+            listen=f"{self.config.http.host}:{self.http.port}",
+            state=str(self.store.path),
+        )
+        for problem in credential_directory_problems(self.config.credentials.directory):
+            log.warning("credentials_directory", problem=problem)
+        scheduler = loop.create_task(self.scheduler.run())
+        stopping = loop.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({scheduler, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if scheduler in done:
+                scheduler.result()  # a crashed scheduler must end the process, loudly
+        finally:
+            stopping.cancel()
+            scheduler.cancel()
+            await asyncio.gather(scheduler, return_exceptions=True)
+            self.http.stop()
+            self.store.close()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            log.info("stopped")
+
+
+async def run_daemon(config_path: Path) -> None:
+    """Load the configuration and serve until stopped."""
+    config = load_config(config_path)
+    configure_logging(config.logging.level, config.logging.format)
+    store = await asyncio.to_thread(StateStore.open, config.state.path)
+    await Daemon(config, store).serve()

@@ -1,0 +1,194 @@
+"""Prometheus metrics built fresh on each scrape from an immutable view of the scheduler.
+
+Nothing is kept between scrapes, so a mailbox removed from the inventory disappears from
+/metrics at once. Per-mailbox series carry `mailbox` (the local part, e.g. ec001234)
+and `kind`; server and instance labels are the scrape configuration's job.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from monitor import __version__
+from monitor.config.model import Kind
+from monitor.probes.result import Phase, Protocol, Reason
+from monitor.quota import effective_limit
+from monitor.scheduling.scheduler import SchedulerView, SkipCause
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    """Outcome of the last configuration (re)load."""
+
+    successful: bool
+    last_success_at: float
+
+
+class BmaCollector(Collector):
+    """Exports the `bma_` metrics."""
+
+    def __init__(
+        self, view: Callable[[], SchedulerView], reload: Callable[[], ReloadStatus]
+    ) -> None:
+        self._view = view
+        self._reload = reload
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        """Build every metric family from one snapshot."""
+        view = self._view()
+        yield from self._mailbox_families(view)
+        yield from self._server_families(view)
+        yield from self._daemon_families(view)
+
+    def _mailbox_families(self, view: SchedulerView) -> Iterator[GaugeMetricFamily]:
+        labels = ["mailbox", "kind"]
+        login = GaugeMetricFamily(
+            "bma_mailbox_login_success",
+            "1 if the last probe logged in, 0 if it failed.",
+            labels=labels,
+        )
+        reason = GaugeMetricFamily(
+            "bma_mailbox_probe_reason",
+            "Always 1; the reason label says how the last probe ended (ok or the failure).",
+            labels=[*labels, "reason"],
+        )
+        phases = GaugeMetricFamily(
+            "bma_mailbox_probe_phase_duration_seconds",
+            "Time the last probe spent in each phase (0 where it did not get that far).",
+            labels=[*labels, "phase"],
+        )
+        last_probe = GaugeMetricFamily(
+            "bma_mailbox_last_probe_timestamp_seconds",
+            "When the last probe started.",
+            labels=labels,
+        )
+        last_success = GaugeMetricFamily(
+            "bma_mailbox_last_success_timestamp_seconds",
+            "When a probe last logged in.",
+            labels=labels,
+        )
+        used = GaugeMetricFamily(
+            "bma_mailbox_quota_used_bytes", "Mailbox usage at the last reading.", labels=labels
+        )
+        limit = GaugeMetricFamily(
+            "bma_mailbox_quota_limit_bytes",
+            "Storage limit: the server's, or the configured default where the server sets none.",
+            labels=labels,
+        )
+        measured = GaugeMetricFamily(
+            "bma_mailbox_quota_measured_timestamp_seconds",
+            "When the quota was last read; source: imap_quota, status_size or message_sizes.",
+            labels=[*labels, "source"],
+        )
+        locked = GaugeMetricFamily(
+            "bma_mailbox_auth_locked",
+            "1 while probes are held back after a definitive authentication failure.",
+            labels=labels,
+        )
+        quota_config = view.config.quota
+        for status in view.mailboxes.values():
+            key = [status.mailbox.local_part, str(status.mailbox.kind)]
+            locked.add_metric(key, 1.0 if status.lockout is not None else 0.0)
+            if status.last_success_at is not None:
+                last_success.add_metric(key, status.last_success_at)
+            result = status.result
+            if result is not None:
+                login.add_metric(key, 1.0 if result.login_ok else 0.0)
+                reason.add_metric([*key, str(result.reason)], 1.0)
+                last_probe.add_metric(key, result.started_at)
+                for phase in Phase:
+                    phases.add_metric([*key, str(phase)], result.durations.get(phase, 0.0))
+            quota = status.quota
+            if quota is not None:
+                used.add_metric(key, float(quota.used_bytes))
+                limit.add_metric(key, float(effective_limit(quota, quota_config)))
+                measured.add_metric([*key, str(quota.source)], quota.measured_at)
+        yield from (login, reason, phases, last_probe, last_success, used, limit, measured, locked)
+
+    def _server_families(self, view: SchedulerView) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "bma_server_up",
+            "0 while most probes to the server fail before login; mailbox probes then pause.",
+            labels=["server"],
+        )
+        down_since = GaugeMetricFamily(
+            "bma_server_down_since_timestamp_seconds",
+            "When the server was last marked down (absent while it is up).",
+            labels=["server"],
+        )
+        for name, state in view.servers.items():
+            up.add_metric([name], 1.0 if state.up else 0.0)
+            if state.down_since is not None:
+                down_since.add_metric([name], state.down_since)
+        yield from (up, down_since)
+
+    def _daemon_families(
+        self, view: SchedulerView
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        probes = CounterMetricFamily("bma_probes", "Probes completed.", labels=["protocol"])
+        failures = CounterMetricFamily(
+            "bma_probe_failures",
+            "Probes that did not log in, by reason.",
+            labels=["protocol", "reason"],
+        )
+        for protocol in Protocol:
+            probes.add_metric([str(protocol)], float(view.probes.get(protocol, 0)))
+            for reason in Reason:
+                if reason is not Reason.OK:
+                    count = view.failures.get((protocol, reason), 0)
+                    failures.add_metric([str(protocol), str(reason)], float(count))
+        skipped = CounterMetricFamily(
+            "bma_probes_skipped", "Due probes not sent, by cause.", labels=["cause"]
+        )
+        for cause in SkipCause:
+            skipped.add_metric([str(cause)], float(view.skipped.get(cause, 0)))
+        yield from (probes, failures, skipped)
+
+        yield GaugeMetricFamily("bma_probes_in_flight", "Probes running now.", value=view.in_flight)
+        if view.cycle_seconds is not None:
+            yield GaugeMetricFamily(
+                "bma_cycle_duration_seconds",
+                "Time the last complete cycle took to probe every mailbox once.",
+                value=view.cycle_seconds,
+            )
+        yield GaugeMetricFamily(
+            "bma_scheduler_lag_seconds",
+            "How late the last probe was sent after its slot (rate or concurrency limits).",
+            value=view.lag_seconds,
+        )
+        mailboxes = GaugeMetricFamily("bma_mailboxes", "Mailboxes configured.", labels=["kind"])
+        for kind in Kind:
+            count = sum(1 for m in view.config.mailboxes if m.kind is kind)
+            mailboxes.add_metric([str(kind)], float(count))
+        yield mailboxes
+        yield GaugeMetricFamily(
+            "bma_quota_warning_ratio",
+            "Configured usage ratio for a warning.",
+            value=view.config.quota.warning_ratio,
+        )
+        yield GaugeMetricFamily(
+            "bma_quota_critical_ratio",
+            "Configured usage ratio for a critical alert.",
+            value=view.config.quota.critical_ratio,
+        )
+        reload = self._reload()
+        yield GaugeMetricFamily(
+            "bma_config_last_reload_successful",
+            "1 if the last configuration load succeeded.",
+            value=1.0 if reload.successful else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "bma_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            value=reload.last_success_at,
+        )
+        yield InfoMetricFamily(
+            "bma_build",
+            "Version of the running bma-monitor.",
+            value={"version": __version__, "python": platform.python_version()},
+        )

@@ -1,0 +1,410 @@
+"""The daemon's clock: every mailbox once per interval, spread out, paced and bounded.
+
+Each mailbox has a fixed slot in the cycle (jittered a little each time), so thousands of
+logins never arrive as a burst. A global token bucket caps probes per second, a global
+semaphore caps probes in flight and a per-server one respects the server's connection
+limit. A hung probe holds only its own slot, and only until its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+import structlog
+
+from monitor.config.model import Config, Mailbox
+from monitor.probes.imap import check_imap_server
+from monitor.probes.result import ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
+from monitor.scheduling.outage import OutageDetector, ServerState
+from monitor.scheduling.plan import jittered, slot_offsets
+from monitor.scheduling.ratelimit import RateLimiter
+from monitor.scheduling.runner import LockedOut, ProbeRunner
+from monitor.state.store import Lockout, MailboxRecord, StateError, StateStore
+
+log = structlog.get_logger("bma_monitor.scheduler")
+
+FLUSH_EVERY = 1.0  # seconds between state-file writes of probe results
+SERVER_WATCH_EVERY = 1.0
+
+
+class SkipCause(StrEnum):
+    """Why a due probe was not sent."""
+
+    LOCKED_OUT = "locked_out"
+    SERVER_DOWN = "server_down"
+    STILL_RUNNING = "still_running"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    """Everything known about one mailbox, replaced whole on each change."""
+
+    mailbox: Mailbox
+    result: ProbeResult | None = None
+    last_success_at: float | None = None
+    quota: QuotaReading | None = None
+    lockout: Lockout | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerView:
+    """An immutable copy of the scheduler's state, for metrics and health."""
+
+    config: Config
+    mailboxes: dict[str, MailboxStatus]
+    servers: dict[str, ServerState]
+    probes: dict[Protocol, int]
+    failures: dict[tuple[Protocol, Reason], int]
+    skipped: dict[SkipCause, int]
+    in_flight: int
+    cycle_seconds: float | None
+    lag_seconds: float
+    heartbeat: float  # monotonic time of the scheduler's last sign of life
+
+
+class Scheduler:
+    """Runs the probe cycles and keeps the latest status of every mailbox."""
+
+    def __init__(
+        self,
+        config: Config,
+        runner: ProbeRunner,
+        store: StateStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._runner = runner
+        self._store = store
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._config = config
+        self._pending_config: Config | None = None
+        self.statuses: dict[str, MailboxStatus] = {}
+        self._servers: dict[str, OutageDetector] = {}
+        self._probes: Counter[Protocol] = Counter()
+        self._failures: Counter[tuple[Protocol, Reason]] = Counter()
+        self._skipped: Counter[SkipCause] = Counter()
+        self._running: set[str] = set()
+        self._dirty: set[str] = set()
+        self._cycle_seconds: float | None = None
+        self._lag = 0.0
+        self._heartbeat = time.monotonic()
+        self._apply(config, self._restore())
+
+    def reconfigure(self, config: Config) -> None:
+        """Switch to a new configuration at the next dispatch."""
+        self._pending_config = config
+
+    def view(self) -> SchedulerView:
+        """A consistent, immutable copy for a scrape (safe to call from another thread)."""
+        return SchedulerView(
+            config=self._config,
+            mailboxes=dict(self.statuses),
+            servers={name: d.state() for name, d in list(self._servers.items())},
+            probes=dict(self._probes),
+            failures=dict(self._failures),
+            skipped=dict(self._skipped),
+            in_flight=len(self._running),
+            cycle_seconds=self._cycle_seconds,
+            lag_seconds=self._lag,
+            heartbeat=self._heartbeat,
+        )
+
+    async def run(self) -> None:
+        """Probe forever (until cancelled), then save what is unsaved."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._flush_forever())
+                group.create_task(self._watch_servers(group))
+                await self._dispatch_forever(group)
+        finally:
+            await asyncio.shield(self.flush())
+
+    async def flush(self) -> None:
+        """Write changed mailbox records to the state file."""
+        if not self._dirty:
+            return
+        addresses, self._dirty = self._dirty, set()
+        records = [
+            MailboxRecord(a, s.result, s.last_success_at, s.quota)
+            for a in addresses
+            if (s := self.statuses.get(a)) is not None
+        ]
+        try:
+            await asyncio.to_thread(self._store.save_mailboxes, records)
+        except StateError as exc:
+            self._dirty |= addresses  # try again at the next flush
+            log.error("state_write_failed", error=str(exc))
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def _dispatch_forever(self, group: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            cycle_start = loop.time()
+            cycle = _Cycle(self._clock())
+            plan = self._plan(self._config)
+            i = 0
+            while i < len(plan):
+                if self._pending_config is not None:
+                    self._apply(self._pending_config, None)
+                    self._pending_config = None
+                    elapsed = loop.time() - cycle_start
+                    plan = [p for p in self._plan(self._config) if p[0] >= elapsed]
+                    i = 0
+                    continue
+                offset, mailbox = plan[i]
+                i += 1
+                await self._sleep_until(cycle_start + offset)
+                await self._dispatch(group, mailbox, cycle, due=cycle_start + offset)
+            cycle.dispatched_all = True
+            self._cycle_progress(cycle)
+            await self._sleep_until(cycle_start + self._config.probing.interval)
+
+    def _plan(self, config: Config) -> list[tuple[float, Mailbox]]:
+        mailboxes = {m.address: m for m in config.mailboxes}
+        offsets = slot_offsets(list(mailboxes), config.probing.interval)
+        step = config.probing.interval / max(1, len(mailboxes))
+        return sorted(
+            (jittered(offset, step, config.probing.jitter, self._rng), mailboxes[address])
+            for address, offset in offsets.items()
+        )
+
+    async def _dispatch(
+        self, group: asyncio.TaskGroup, mailbox: Mailbox, cycle: _Cycle, due: float
+    ) -> None:
+        detector = self._servers[mailbox.server]
+        if mailbox.address in self._running:
+            self._skip(SkipCause.STILL_RUNNING, mailbox)
+            return
+        if not detector.up:
+            self._skip(SkipCause.SERVER_DOWN, mailbox)
+            return
+        await self._rate.acquire()
+        slots = self._slots  # a reload swaps the semaphore; release the one acquired
+        await slots.acquire()
+        self._lag = max(0.0, asyncio.get_running_loop().time() - due)
+        self._running.add(mailbox.address)
+        cycle.pending += 1
+        group.create_task(self._probe(mailbox, cycle, slots))
+
+    async def _probe(self, mailbox: Mailbox, cycle: _Cycle, slots: asyncio.Semaphore) -> None:
+        try:
+            async with self._server_slots[mailbox.server]:
+                status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
+                outcome = await self._run_guarded(mailbox, self._estimate_due(status))
+            self._record(mailbox, outcome)
+        finally:
+            self._running.discard(mailbox.address)
+            slots.release()
+            cycle.pending -= 1
+            self._cycle_progress(cycle)
+
+    async def _run_guarded(self, mailbox: Mailbox, estimate: bool) -> ProbeResult | LockedOut:
+        """Run a probe; a bug or a runaway probe becomes a result, never a dead daemon."""
+        started = self._clock()
+        # The probe keeps its own deadlines; this outer one only catches a bug that ignores them.
+        limit = (
+            self._config.probing.timeout + self._config.servers[mailbox.server].command_timeout + 5
+        )
+        try:
+            async with asyncio.timeout(limit):
+                return await self._runner.run(mailbox, estimate_usage=estimate)
+        except TimeoutError:
+            log.error("probe_overran", mailbox=mailbox.local_part, limit=limit)
+            return ProbeResult(
+                mailbox.address,
+                Protocol.IMAP,
+                Reason.TIMEOUT,
+                started,
+                detail="probe overran its deadline",
+            )
+        except Exception as exc:
+            log.exception("probe_crashed", mailbox=mailbox.local_part)
+            return ProbeResult(
+                mailbox.address,
+                Protocol.IMAP,
+                Reason.INTERNAL_ERROR,
+                started,
+                detail=type(exc).__name__,
+            )
+
+    def _estimate_due(self, status: MailboxStatus) -> bool:
+        quota = status.quota
+        if quota is None or quota.source is QuotaSource.IMAP_QUOTA:
+            return True
+        return self._clock() - quota.measured_at >= self._config.probing.quota_estimate_interval
+
+    def _record(self, mailbox: Mailbox, outcome: ProbeResult | LockedOut) -> None:
+        address = mailbox.address
+        status = self.statuses.get(address)
+        if status is None:  # removed by a reload while the probe ran
+            return
+        if isinstance(outcome, LockedOut):
+            self._skip(SkipCause.LOCKED_OUT, mailbox)
+            self.statuses[address] = replace(status, lockout=outcome.lockout)
+            return
+        result = outcome
+        self._probes[result.protocol] += 1
+        if not result.login_ok:
+            self._failures[(result.protocol, result.reason)] += 1
+        self.statuses[address] = replace(
+            status,
+            result=result,
+            last_success_at=self._clock() if result.login_ok else status.last_success_at,
+            quota=result.quota or status.quota,
+            lockout=self._runner.lockouts.get((address, result.protocol)),
+        )
+        self._dirty.add(address)
+        detector = self._servers.get(mailbox.server)
+        if detector is not None and detector.record(self._clock(), result):
+            log.error("server_down", server=mailbox.server, error=detector.last_error)
+        _log_result(mailbox, result)
+
+    def _cycle_progress(self, cycle: _Cycle) -> None:
+        if cycle.complete():
+            self._cycle_seconds = self._clock() - cycle.started_at
+
+    def _skip(self, cause: SkipCause, mailbox: Mailbox) -> None:
+        self._skipped[cause] += 1
+        log.debug("probe_skipped", mailbox=mailbox.local_part, cause=str(cause))
+
+    # -- servers ----------------------------------------------------------------------------
+
+    async def _watch_servers(self, group: asyncio.TaskGroup) -> None:
+        checking: set[str] = set()
+        while True:
+            self._heartbeat = time.monotonic()
+            now = self._clock()
+            for name, detector in list(self._servers.items()):
+                if name not in checking and detector.check_due(now):
+                    checking.add(name)
+                    group.create_task(self._check_server(name, detector, checking))
+            await asyncio.sleep(SERVER_WATCH_EVERY)
+
+    async def _check_server(self, name: str, detector: OutageDetector, checking: set[str]) -> None:
+        try:
+            config = self._config
+            server = config.servers.get(name)
+            if server is None:
+                return
+            result = await check_imap_server(
+                server,
+                context=self._runner.context(name),
+                deadline=config.probing.timeout,
+                clock=self._clock,
+            )
+            if detector.record_check(
+                self._clock(), result.login_ok, f"{result.reason}: {result.detail}"
+            ):
+                log.warning("server_up", server=name)
+            else:
+                log.warning(
+                    "server_still_down",
+                    server=name,
+                    reason=str(result.reason),
+                    detail=result.detail,
+                    next_check_at=detector.next_check_at,
+                )
+        finally:
+            checking.discard(name)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _restore(self) -> dict[str, MailboxRecord]:
+        records = self._store.load_mailboxes()
+        log.info("state_loaded", mailboxes=len(records), lockouts=len(self._runner.lockouts))
+        return records
+
+    def _apply(self, config: Config, records: dict[str, MailboxRecord] | None) -> None:
+        """Adopt a configuration: mailboxes added or removed, servers and limits renewed."""
+        self._config = config
+        statuses: dict[str, MailboxStatus] = {}
+        for mailbox in config.mailboxes:
+            previous = self.statuses.get(mailbox.address)
+            lockout = self._runner.lockouts.get((mailbox.address, Protocol.IMAP))
+            if previous is not None:
+                statuses[mailbox.address] = replace(previous, mailbox=mailbox, lockout=lockout)
+            elif records is not None and (record := records.get(mailbox.address)) is not None:
+                statuses[mailbox.address] = MailboxStatus(
+                    mailbox, record.result, record.last_success_at, record.quota, lockout
+                )
+            else:
+                statuses[mailbox.address] = MailboxStatus(mailbox, lockout=lockout)
+        self.statuses = statuses
+        self._servers = {
+            name: self._servers.get(name) or OutageDetector(config.probing.outage)
+            for name in config.servers
+        }
+        self._server_slots = {
+            name: asyncio.Semaphore(server.max_connections)
+            for name, server in config.servers.items()
+        }
+        self._slots = asyncio.Semaphore(config.probing.concurrency)
+        self._rate = RateLimiter(config.probing.rate_limit)
+
+    async def _sleep_until(self, when: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._heartbeat = time.monotonic()
+        delay = when - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            await self.flush()
+
+
+class _Cycle:
+    """Book-keeping to time one pass over every mailbox."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.pending = 0
+        self.dispatched_all = False
+        self._reported = False
+
+    def complete(self) -> bool:
+        """True once, when every probe of the cycle was sent and has finished."""
+        if self.dispatched_all and self.pending == 0 and not self._reported:
+            self._reported = True
+            return True
+        return False
+
+
+def _log_result(mailbox: Mailbox, result: ProbeResult) -> None:
+    """The one canonical event per probe."""
+    quota = result.quota
+    fields = {
+        "mailbox": mailbox.local_part,
+        "kind": str(mailbox.kind),
+        "server": mailbox.server,
+        "protocol": str(result.protocol),
+        "reason": str(result.reason),
+        "duration_seconds": round(result.total_seconds, 4),
+        "phases": {str(k): round(v, 4) for k, v in result.durations.items()},
+    }
+    if result.detail:
+        fields["detail"] = result.detail
+    if result.failed_phase:
+        fields["failed_phase"] = str(result.failed_phase)
+    if quota is not None:
+        fields.update(
+            quota_used_bytes=quota.used_bytes,
+            quota_limit_bytes=quota.limit_bytes,
+            quota_source=str(quota.source),
+        )
+    if result.quota_error:
+        fields["quota_error"] = result.quota_error
+    if result.login_ok:
+        log.info("probe", **fields)
+    else:
+        log.warning("probe", **fields)
