@@ -90,8 +90,11 @@ class CredentialStore:
         value = os.environ.get(name, "")
         if value:
             return Credential(Secret(value), f"${name}")
-        where = f"{self._directory}/{address}.{kind} nor " if self._directory else ""
-        return CredentialMissing(f"neither {where}${name} is set")
+        if self._directory is None:
+            return CredentialMissing(f"no credentials directory and ${name} is not set")
+        return CredentialMissing(
+            f"no file {self._directory / f'{address}.{kind}'} and ${name} is not set"
+        )
 
     def variable_name(self, address: str, kind: SecretKind) -> str:
         """The environment variable that may hold this secret."""
