@@ -36,7 +36,8 @@ INVALID = {
     "'backup'; servers: main",
     "invalid-thresholds.yaml": "invalid-thresholds.yaml:3: quota: critical_ratio must not be "
     "below warning_ratio",
-    "invalid-timeout.yaml": "invalid-timeout.yaml:3: probing: timeout must be shorter than interval",
+    "invalid-timeout.yaml": "invalid-timeout.yaml:3: probing: timeout must be shorter than "
+    "interval",
     "invalid-tls.yaml": "invalid-tls.yaml:4: servers.main.tls: input should be 'implicit', "
     "'starttls' or 'none'",
     "invalid-unknown-key.yaml": "invalid-unknown-key.yaml:4: probing.intervall: unknown key",

@@ -12,6 +12,7 @@ from monitor.quota import QuotaLevel, quota_level
 from monitor.scheduling.outage import OutageDetector, is_server_failure
 from monitor.scheduling.plan import jittered, slot_offsets
 from monitor.scheduling.ratelimit import RateLimiter
+import itertools
 
 
 def addresses(n: int) -> list[str]:
@@ -25,7 +26,7 @@ def test_slots_are_evenly_spaced_and_stable() -> None:
     offsets = slot_offsets(fleet, 300.0)
     ordered = sorted(offsets.values())
     assert ordered[0] == 0.0
-    assert all(b - a == pytest.approx(0.3) for a, b in zip(ordered, ordered[1:], strict=False))
+    assert all(b - a == pytest.approx(0.3) for a, b in itertools.pairwise(ordered))
     assert slot_offsets(list(reversed(fleet)), 300.0) == offsets
 
 

@@ -148,34 +148,53 @@ class Scheduler:
     async def _dispatch_forever(self, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            self._take_pending_config()
             cycle_start = loop.time()
             cycle = _Cycle(self._clock())
             plan = self._plan(self._config)
+            dispatched: set[str] = set()
             i = 0
             while i < len(plan):
-                if self._pending_config is not None:
-                    self._apply(self._pending_config, None)
-                    self._pending_config = None
+                if self._take_pending_config():
+                    # Mid-cycle reload: what was probed this cycle waits for the next one;
+                    # the rest (new mailboxes too) keeps its slot, or goes now if it passed.
                     elapsed = loop.time() - cycle_start
-                    plan = [p for p in self._plan(self._config) if p[0] >= elapsed]
+                    plan = [
+                        (max(offset, elapsed), mailbox)
+                        for offset, mailbox in self._plan(self._config)
+                        if mailbox.address not in dispatched
+                    ]
+                    plan.sort(key=lambda entry: entry[0])
                     i = 0
                     continue
                 offset, mailbox = plan[i]
                 i += 1
                 await self._sleep_until(cycle_start + offset)
+                dispatched.add(mailbox.address)
                 await self._dispatch(group, mailbox, cycle, due=cycle_start + offset)
             cycle.dispatched_all = True
             self._cycle_progress(cycle)
             await self._sleep_until(cycle_start + self._config.probing.interval)
 
+    def _take_pending_config(self) -> bool:
+        """Adopt a configuration handed over by reconfigure(), if any."""
+        if self._pending_config is None:
+            return False
+        self._apply(self._pending_config, None)
+        self._pending_config = None
+        return True
+
     def _plan(self, config: Config) -> list[tuple[float, Mailbox]]:
+        """This cycle's (offset, mailbox) list, in dispatch order."""
         mailboxes = {m.address: m for m in config.mailboxes}
         offsets = slot_offsets(list(mailboxes), config.probing.interval)
         step = config.probing.interval / max(1, len(mailboxes))
-        return sorted(
+        plan = [
             (jittered(offset, step, config.probing.jitter, self._rng), mailboxes[address])
             for address, offset in offsets.items()
-        )
+        ]
+        plan.sort(key=lambda entry: entry[0])
+        return plan
 
     async def _dispatch(
         self, group: asyncio.TaskGroup, mailbox: Mailbox, cycle: _Cycle, due: float

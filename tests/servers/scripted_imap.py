@@ -75,7 +75,7 @@ async def exchange_login_failed(reader: asyncio.StreamReader, writer: asyncio.St
         tag, _, rest = line.partition(b" ")
         if rest.upper().startswith(b"CAPABILITY"):
             writer.write(
-                b"* CAPABILITY " + CAPS + b" IDLE\r\n" + tag + b" OK CAPABILITY completed.\r\n"
+                b"* CAPABILITY " + CAPS + b" IDLE\r\n" + tag + b" OK done.\r\n"
             )
         elif rest.upper().startswith(b"LOGIN"):
             writer.write(tag + b" NO LOGIN failed.\r\n")
@@ -87,14 +87,14 @@ async def exchange_login_failed(reader: asyncio.StreamReader, writer: asyncio.St
 class ScriptedImapServer:
     """Serves one behaviour on 127.0.0.1; counts the connections it accepted."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, port: int = 0) -> None:
         self._behaviour = behaviour
         self._server: asyncio.Server | None = None
         self.connections = 0
-        self.port = 0
+        self.port = port
 
     async def __aenter__(self) -> ScriptedImapServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
