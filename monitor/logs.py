@@ -9,27 +9,45 @@ from typing import Literal
 import structlog
 
 
+class StderrLogger:
+    """Writes each event as a line on the current stderr; a failed write is dropped, because a
+    closed or full log pipe must never stop the probing."""
+
+    def msg(self, message: str) -> None:
+        """Write one line."""
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*args: object) -> StderrLogger:
+    return StderrLogger()
+
+
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
 ) -> None:
     """Set up structlog and the standard library's logging to write one event per line."""
     numeric = logging.getLevelName(level.upper())
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    # JSON carries tracebacks as data; the console renderer prints them itself.
+    tail: list[structlog.typing.Processor] = (
+        [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        if as_json
+        else [structlog.dev.ConsoleRenderer()]
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info
-            if as_json
-            else structlog.processors.ExceptionPrettyPrinter(),
-            renderer,
+            *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(

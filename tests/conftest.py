@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from tests import fleet
 from tests.servers.dovecot import DovecotServer
@@ -41,3 +42,11 @@ def status_size(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotSer
     ) as server:
         fleet.fill(server)
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Each test starts from structlog's defaults, whatever an earlier test configured."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

@@ -88,7 +88,9 @@ async def test_touching_the_file_without_changing_it_keeps_the_lock(
 async def test_retry_after_the_back_off(dovecot: DovecotServer, tmp_path: Path) -> None:
     """After auth_retry_after, one more attempt is made, and the lock-out restarts."""
     local = fleet.EXPIRED
-    config = fleet.config_for(tmp_path, dovecot, "none", [local], probing={"auth_retry_after": "1d"})
+    config = fleet.config_for(
+        tmp_path, dovecot, "none", [local], probing={"auth_retry_after": "1d"}
+    )
     clock = Clock()
     runner = runner_for(config, clock)
     mailbox = config.mailboxes[0]

@@ -53,12 +53,15 @@ def metrics(scheduler: Scheduler) -> dict[str, list[tuple[dict[str, str], float]
     return samples
 
 
-async def test_cycles_probe_everyone_and_a_wrong_password_once(dovecot: DovecotServer, tmp_path: Path) -> None:
+async def test_cycles_probe_everyone_and_a_wrong_password_once(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
     """Over three cycles each mailbox is probed each cycle, except the refused one: once."""
     good = [fleet.EMPTY, fleet.NEARLY_FULL, fleet.FULL]
     bad = fleet.SPARES[20]
-    config = fleet.config_for(tmp_path, dovecot, "implicit", [*good, bad],
-                              passwords={bad: "wrong"}, probing=FAST)
+    config = fleet.config_for(
+        tmp_path, dovecot, "implicit", [*good, bad], passwords={bad: "wrong"}, probing=FAST
+    )
     before = {local: dovecot.auth_attempts(fleet.address(local)) for local in good}
     scheduler, store = scheduler_for(config)
     await run_for(scheduler, 3.5)
@@ -74,11 +77,15 @@ async def test_cycles_probe_everyone_and_a_wrong_password_once(dovecot: DovecotS
     samples = metrics(scheduler)
     login = {labels["mailbox"]: value for labels, value in samples["bma_mailbox_login_success"]}
     assert login == {fleet.EMPTY: 1.0, fleet.NEARLY_FULL: 1.0, fleet.FULL: 1.0, bad: 0.0}
-    reasons = {labels["mailbox"]: labels["reason"] for labels, _ in samples["bma_mailbox_probe_reason"]}
+    reasons = {
+        labels["mailbox"]: labels["reason"] for labels, _ in samples["bma_mailbox_probe_reason"]
+    }
     assert reasons[bad] == "auth_failed"
     locked = {labels["mailbox"]: value for labels, value in samples["bma_mailbox_auth_locked"]}
     assert locked[bad] == 1.0 and locked[fleet.EMPTY] == 0.0
-    limits = {labels["mailbox"]: value for labels, value in samples["bma_mailbox_quota_limit_bytes"]}
+    limits = {
+        labels["mailbox"]: value for labels, value in samples["bma_mailbox_quota_limit_bytes"]
+    }
     assert limits[fleet.FULL] == fleet.TEN_MIB
     failures = {(lb["protocol"], lb["reason"]): v for lb, v in samples["bma_probe_failures_total"]}
     assert failures[("imap", "auth_failed")] == 1.0
@@ -93,10 +100,17 @@ async def test_cycles_probe_everyone_and_a_wrong_password_once(dovecot: DovecotS
     assert set(store.load_lockouts()) == {(fleet.address(bad), "imap")}
 
 
-async def test_size_estimate_runs_at_its_own_cadence(exchange_like: DovecotServer, tmp_path: Path) -> None:
+async def test_size_estimate_runs_at_its_own_cadence(
+    exchange_like: DovecotServer, tmp_path: Path
+) -> None:
     """Without QUOTA, sizes are summed once per quota_estimate_interval, not at every login."""
-    config = fleet.config_for(tmp_path, exchange_like, "none", [fleet.FOLDERS],
-                              probing={**FAST, "quota_estimate_interval": "1h"})
+    config = fleet.config_for(
+        tmp_path,
+        exchange_like,
+        "none",
+        [fleet.FOLDERS],
+        probing={**FAST, "quota_estimate_interval": "1h"},
+    )
     scheduler, _ = scheduler_for(config)
     await run_for(scheduler, 2.5)
     status = scheduler.view().mailboxes[fleet.address(fleet.FOLDERS)]
@@ -111,10 +125,16 @@ async def test_server_outage_pauses_probes_and_recovers(tmp_path: Path) -> None:
     """A refusing server is marked down once, mailbox probes stop, and a check brings it back."""
     port = free_port()
     mailboxes = [fleet.EMPTY, *fleet.SPARES[21:27]]
-    outage = {"window": "30s", "min_probes": 5, "failure_ratio": 0.8,
-              "backoff_initial": "500ms", "backoff_max": "1s"}
-    config = fleet.config_for(tmp_path, None, "none", mailboxes, port=port,
-                              probing={**FAST, "outage": outage})
+    outage = {
+        "window": "30s",
+        "min_probes": 5,
+        "failure_ratio": 0.8,
+        "backoff_initial": "500ms",
+        "backoff_max": "1s",
+    }
+    config = fleet.config_for(
+        tmp_path, None, "none", mailboxes, port=port, probing={**FAST, "outage": outage}
+    )
     scheduler, _ = scheduler_for(config)
     task = asyncio.create_task(scheduler.run())
     try:
@@ -135,15 +155,21 @@ async def test_server_outage_pauses_probes_and_recovers(tmp_path: Path) -> None:
 
 async def test_reload_adds_and_removes_mailboxes(dovecot: DovecotServer, tmp_path: Path) -> None:
     """After a reload, removed mailboxes vanish from the metrics and new ones are probed."""
-    first = fleet.config_for(tmp_path, dovecot, "none", [fleet.EMPTY, fleet.NEARLY_FULL], probing=FAST)
+    first = fleet.config_for(
+        tmp_path, dovecot, "none", [fleet.EMPTY, fleet.NEARLY_FULL], probing=FAST
+    )
     scheduler, _ = scheduler_for(first)
     task = asyncio.create_task(scheduler.run())
     try:
         await asyncio.sleep(1.2)
-        second = fleet.config_for(tmp_path, dovecot, "none", [fleet.EMPTY, fleet.FULL], probing=FAST)
+        second = fleet.config_for(
+            tmp_path, dovecot, "none", [fleet.EMPTY, fleet.FULL], probing=FAST
+        )
         scheduler.reconfigure(second)
         await asyncio.sleep(1.5)
-        probed = {labels["mailbox"] for labels, _ in metrics(scheduler)["bma_mailbox_login_success"]}
+        probed = {
+            labels["mailbox"] for labels, _ in metrics(scheduler)["bma_mailbox_login_success"]
+        }
         assert probed == {fleet.EMPTY, fleet.FULL}
     finally:
         task.cancel()

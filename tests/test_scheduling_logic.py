@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -12,7 +13,6 @@ from monitor.quota import QuotaLevel, quota_level
 from monitor.scheduling.outage import OutageDetector, is_server_failure
 from monitor.scheduling.plan import jittered, slot_offsets
 from monitor.scheduling.ratelimit import RateLimiter
-import itertools
 
 
 def addresses(n: int) -> list[str]:

@@ -85,7 +85,7 @@ class Scheduler:
         self._clock = clock
         self._rng = rng or random.Random()
         self._config = config
-        self._pending_config: Config | None = None
+        self._replan = False
         self.statuses: dict[str, MailboxStatus] = {}
         self._servers: dict[str, OutageDetector] = {}
         self._probes: Counter[Protocol] = Counter()
@@ -99,8 +99,9 @@ class Scheduler:
         self._apply(config, self._restore())
 
     def reconfigure(self, config: Config) -> None:
-        """Switch to a new configuration at the next dispatch."""
-        self._pending_config = config
+        """Adopt a new configuration now; the dispatcher re-plans at its next step."""
+        self._apply(config, None)
+        self._replan = True
 
     def view(self) -> SchedulerView:
         """A consistent, immutable copy for a scrape (safe to call from another thread)."""
@@ -148,14 +149,15 @@ class Scheduler:
     async def _dispatch_forever(self, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            self._take_pending_config()
+            self._replan = False
             cycle_start = loop.time()
             cycle = _Cycle(self._clock())
             plan = self._plan(self._config)
             dispatched: set[str] = set()
             i = 0
             while i < len(plan):
-                if self._take_pending_config():
+                if self._replan:
+                    self._replan = False
                     # Mid-cycle reload: what was probed this cycle waits for the next one;
                     # the rest (new mailboxes too) keeps its slot, or goes now if it passed.
                     elapsed = loop.time() - cycle_start
@@ -175,14 +177,6 @@ class Scheduler:
             cycle.dispatched_all = True
             self._cycle_progress(cycle)
             await self._sleep_until(cycle_start + self._config.probing.interval)
-
-    def _take_pending_config(self) -> bool:
-        """Adopt a configuration handed over by reconfigure(), if any."""
-        if self._pending_config is None:
-            return False
-        self._apply(self._pending_config, None)
-        self._pending_config = None
-        return True
 
     def _plan(self, config: Config) -> list[tuple[float, Mailbox]]:
         """This cycle's (offset, mailbox) list, in dispatch order."""
@@ -219,7 +213,10 @@ class Scheduler:
             async with self._server_slots[mailbox.server]:
                 status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
                 outcome = await self._run_guarded(mailbox, self._estimate_due(status))
-            self._record(mailbox, outcome)
+            try:
+                self._record(mailbox, outcome)
+            except Exception:
+                log.exception("record_failed", mailbox=mailbox.local_part)
         finally:
             self._running.discard(mailbox.address)
             slots.release()

@@ -74,9 +74,7 @@ async def exchange_login_failed(reader: asyncio.StreamReader, writer: asyncio.St
     while line := await reader.readline():
         tag, _, rest = line.partition(b" ")
         if rest.upper().startswith(b"CAPABILITY"):
-            writer.write(
-                b"* CAPABILITY " + CAPS + b" IDLE\r\n" + tag + b" OK done.\r\n"
-            )
+            writer.write(b"* CAPABILITY " + CAPS + b" IDLE\r\n" + tag + b" OK done.\r\n")
         elif rest.upper().startswith(b"LOGIN"):
             writer.write(tag + b" NO LOGIN failed.\r\n")
         else:

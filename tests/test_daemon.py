@@ -1,0 +1,227 @@
+"""The daemon as ops run it: a process with /metrics, /healthz, SIGHUP reload, SIGTERM stop,
+state kept across restarts, and no password anywhere in what it writes or serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import fleet
+from tests.servers.dovecot import DovecotServer, free_port
+
+GOOD = [fleet.EMPTY, fleet.FULL, fleet.FOLDERS]
+_spares = iter(fleet.SPARES[31:])  # each test's refused mailbox is its own, so counts are exact
+
+
+class DaemonProcess:
+    """A `bma-monitor run` child process."""
+
+    def __init__(self, config: Path, port: int, bad: str) -> None:
+        self.config = config
+        self.port = port
+        self.bad = bad
+        self.stderr_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
+        self._stderr = self.stderr_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        """Status and body of an HTTP GET on the daemon."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def samples(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The scraped metrics, by sample name."""
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(self.get("/metrics")[1]):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return out
+
+    def by_mailbox(self, name: str) -> dict[str, float]:
+        """One per-mailbox metric as {mailbox: value}."""
+        return {labels["mailbox"]: value for labels, value in self.samples().get(name, [])}
+
+    def stop(self) -> int:
+        """SIGTERM, and the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=10)
+        finally:
+            self._stderr.close()
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """Every JSON log line written so far."""
+        return [
+            json.loads(line) for line in self.stderr_path.read_text().splitlines() if line.strip()
+        ]
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait until `check` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, ValueError):
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+DaemonConfig = tuple[Path, int, str]
+
+
+@pytest.fixture
+def daemon_config(dovecot: DovecotServer, tmp_path: Path) -> DaemonConfig:
+    """A fast-cycling daemon's config: path, HTTP port, and the mailbox with a wrong password."""
+    port = free_port()
+    bad = next(_spares)
+    path = fleet.write_config(
+        tmp_path,
+        dovecot,
+        "starttls",
+        [*GOOD, bad],
+        passwords={bad: "wrong"},
+        probing={"interval": "1s", "timeout": "900ms"},
+        extra={
+            "http": {"listen": f"127.0.0.1:{port}"},
+            "logging": {"format": "json", "level": "debug"},
+        },
+    )
+    return path, port, bad
+
+
+@pytest.fixture
+def daemon(daemon_config: DaemonConfig) -> Iterator[DaemonProcess]:
+    """A running daemon, stopped after the test."""
+    process = DaemonProcess(*daemon_config)
+    yield process
+    process.stop()
+
+
+def test_daemon_serves_metrics_and_health(daemon: DaemonProcess, dovecot: DovecotServer) -> None:
+    """The daemon probes the fleet, serves metrics and health, and tries the bad password once."""
+    eventually(lambda: daemon.get("/healthz")[0] == 200)
+    eventually(lambda: len(daemon.by_mailbox("bma_mailbox_login_success")) == 4)
+    time.sleep(2.2)  # two more cycles
+    login = daemon.by_mailbox("bma_mailbox_login_success")
+    assert login == {fleet.EMPTY: 1.0, fleet.FULL: 1.0, fleet.FOLDERS: 1.0, daemon.bad: 0.0}
+    assert daemon.by_mailbox("bma_mailbox_auth_locked")[daemon.bad] == 1.0
+    assert daemon.by_mailbox("bma_mailbox_quota_used_bytes")[fleet.FULL] > fleet.TEN_MIB
+    samples = daemon.samples()
+    assert samples["bma_server_up"] == [({"server": "dovecot"}, 1.0)]
+    assert samples["bma_config_last_reload_successful"][0][1] == 1.0
+    assert "process_resident_memory_bytes" in samples
+    assert dovecot.auth_attempts(fleet.address(daemon.bad)) == 1
+    health = json.loads(daemon.get("/healthz")[1])
+    assert health["status"] == "ok" and health["mailboxes"] == 4
+    assert daemon.get("/nowhere")[0] == 404
+
+    assert daemon.stop() == 0
+    events = daemon.log_events()
+    probes = [e for e in events if e["event"] == "probe"]
+    assert {e["mailbox"] for e in probes} == {*GOOD, daemon.bad}
+    assert all(
+        {"reason", "phases", "duration_seconds", "level", "timestamp"} <= e.keys() for e in probes
+    )
+    assert events[-1]["event"] == "stopped"
+
+
+def test_reload_whole_or_not_at_all(daemon: DaemonProcess, dovecot: DovecotServer) -> None:
+    """SIGHUP with a broken file keeps the old config and says so; a good one is applied."""
+    eventually(lambda: len(daemon.by_mailbox("bma_mailbox_login_success")) == 4)
+    original = daemon.config.read_text()
+    daemon.config.write_text(original + "\nbogus: 1\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    eventually(lambda: daemon.samples()["bma_config_last_reload_successful"][0][1] == 0.0)
+    assert len(daemon.by_mailbox("bma_mailbox_login_success")) == 4
+
+    document = yaml.safe_load(original)
+    document["mailboxes"] = [{"address": fleet.address(fleet.EMPTY)}]
+    daemon.config.write_text(yaml.safe_dump(document))
+    daemon.process.send_signal(signal.SIGHUP)
+    eventually(lambda: daemon.samples()["bma_config_last_reload_successful"][0][1] == 1.0)
+    assert set(daemon.by_mailbox("bma_mailbox_login_success")) == {fleet.EMPTY}
+    failed = [e for e in daemon.log_events() if e["event"] == "reload_failed"]
+    assert failed and failed[0]["problems"] == [
+        f"{daemon.config}:{len(original.splitlines()) + 2}: bogus: unknown key"
+    ]
+
+
+def test_state_survives_restart(daemon_config: DaemonConfig, dovecot: DovecotServer) -> None:
+    """After a restart the last results and the lock-out are back before any new probe."""
+    first = DaemonProcess(*daemon_config)
+    try:
+        eventually(lambda: len(first.by_mailbox("bma_mailbox_login_success")) == 4)
+    finally:
+        assert first.stop() == 0
+    document = yaml.safe_load(daemon_config[0].read_text())
+    document["probing"]["interval"] = "1h"  # nothing is due again soon after the restart
+    document["probing"]["timeout"] = "10s"
+    daemon_config[0].write_text(yaml.safe_dump(document))
+    second = DaemonProcess(*daemon_config)
+    try:
+        eventually(lambda: second.get("/healthz")[0] == 200)
+        assert second.by_mailbox("bma_mailbox_auth_locked")[daemon_config[2]] == 1.0
+        assert second.by_mailbox("bma_mailbox_login_success")[fleet.EMPTY] == 1.0
+        assert fleet.FULL in second.by_mailbox("bma_mailbox_quota_used_bytes")
+    finally:
+        second.stop()
+    assert dovecot.auth_attempts(fleet.address(daemon_config[2])) == 1
+
+
+def test_no_password_in_logs_metrics_or_state(
+    daemon: DaemonProcess, daemon_config: DaemonConfig
+) -> None:
+    """Recognisable passwords appear in no log line, metric, HTTP answer or state file."""
+    eventually(lambda: len(daemon.by_mailbox("bma_mailbox_login_success")) == 4)
+    served = daemon.get("/metrics")[1] + daemon.get("/healthz")[1]
+    daemon.stop()
+    written = daemon.stderr_path.read_text()
+    state = b"".join(p.read_bytes() for p in daemon_config[0].parent.glob("state.db*"))
+    secrets = [fleet.password(local) for local in GOOD] + ["wrong"]
+    for secret in secrets:
+        assert secret not in served
+        assert secret not in written
+        assert secret.encode() not in state
+    assert "Sekret" not in written
+
+
+def test_bad_config_exits_with_a_clear_error(tmp_path: Path) -> None:
+    """`run` on a broken file exits 2 naming the file, line, path and rule."""
+    path = tmp_path / "bma.yaml"
+    path.write_text("servers:\n  a: {host: x, tls: ssl}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ},
+    )
+    assert done.returncode == 2
+    assert (
+        f"{path}:2: servers.a.tls: input should be 'implicit', 'starttls' or 'none'" in done.stderr
+    )
