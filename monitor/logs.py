@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Literal
@@ -15,10 +16,8 @@ class StderrLogger:
 
     def msg(self, message: str) -> None:
         """Write one line."""
-        try:
+        with contextlib.suppress(OSError, ValueError):
             print(message, file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
