@@ -19,6 +19,7 @@ from monitor.credentials import (
     credential_directory_problems,
 )
 from monitor.logs import configure_logging
+from monitor.metrics.http import EndpointError
 from monitor.probes.result import ProbeResult
 from monitor.quota import effective_limit, quota_level, usage_ratio
 from monitor.scheduling.runner import LockedOut, ProbeRunner
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except StateError as exc:
         print(f"state error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EndpointError as exc:
+        print(f"http error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

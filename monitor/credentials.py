@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from monitor.config.model import CredentialsConfig
+
+# A quoted IMAP string cannot carry these; a password holding one was mis-written.
+_UNSENDABLE = re.compile(r"[\r\n\x00]")
 
 
 class SecretKind(StrEnum):
@@ -84,11 +88,19 @@ class CredentialStore:
                     return CredentialMissing(f"{path} is not UTF-8 text")
                 if not value:
                     return CredentialMissing(f"{path} is empty")
+                if _UNSENDABLE.search(value):
+                    return CredentialMissing(
+                        f"{path} holds a line break or NUL, which IMAP cannot send"
+                    )
                 version = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
                 return Credential(Secret(value), str(path), version)
         name = self.variable_name(address, kind)
         value = os.environ.get(name, "")
         if value:
+            if _UNSENDABLE.search(value):
+                return CredentialMissing(
+                    f"${name} holds a line break or NUL, which IMAP cannot send"
+                )
             return Credential(Secret(value), f"${name}")
         if self._directory is None:
             return CredentialMissing(f"no credentials directory and ${name} is not set")

@@ -225,3 +225,18 @@ def test_bad_config_exits_with_a_clear_error(tmp_path: Path) -> None:
     assert (
         f"{path}:2: servers.a.tls: input should be 'implicit', 'starttls' or 'none'" in done.stderr
     )
+
+
+def test_port_in_use_exits_with_a_clear_error(
+    daemon: DaemonProcess, daemon_config: DaemonConfig
+) -> None:
+    """A second daemon on the same port says so and exits 2."""
+    eventually(lambda: daemon.get("/healthz")[0] == 200)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "run", "--config", str(daemon_config[0])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert f"http error: cannot listen on 127.0.0.1:{daemon_config[1]}" in done.stderr

@@ -139,3 +139,17 @@ async def test_force_tries_a_locked_mailbox(dovecot: DovecotServer, tmp_path: Pa
     assert not isinstance(forced, LockedOut) and forced.reason is Reason.ACCOUNT_DISABLED
     assert isinstance(await runner.run(config.mailboxes[0], estimate_usage=False), LockedOut)
     assert dovecot.auth_attempts(fleet.address(local)) == before + 2
+
+
+async def test_unsendable_credential_makes_no_attempt(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """A secret with a line break inside is reported, never sent."""
+    local = fleet.SPARES[15]
+    config = fleet.config_for(tmp_path, dovecot, "none", [local])
+    credential_file(config, local).write_text("first line\nsecond line\n")
+    outcome = await runner_for(config).run(config.mailboxes[0], estimate_usage=False)
+    assert not isinstance(outcome, LockedOut)
+    assert outcome.reason is Reason.CREDENTIAL_MISSING
+    assert "line break" in outcome.detail and "first line" not in outcome.detail
+    assert dovecot.auth_attempts(fleet.address(local)) == 0

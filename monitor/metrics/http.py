@@ -19,6 +19,10 @@ Health = Callable[[], tuple[bool, dict[str, Any]]]
 StartResponse = Callable[..., Any]
 
 
+class EndpointError(Exception):
+    """The HTTP endpoint cannot be served (address in use, not allowed...)."""
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -61,13 +65,16 @@ class HttpEndpoint:
     """The running HTTP server."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health) -> None:
-        self._server = make_server(
-            host,
-            port,
-            build_app(registry, health),
-            server_class=_ThreadingServer,
-            handler_class=_QuietHandler,
-        )
+        try:
+            self._server = make_server(
+                host,
+                port,
+                build_app(registry, health),
+                server_class=_ThreadingServer,
+                handler_class=_QuietHandler,
+            )
+        except OSError as exc:
+            raise EndpointError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property

@@ -50,6 +50,7 @@ class MailboxStatus:
     last_success_at: float | None = None
     quota: QuotaReading | None = None
     lockout: Lockout | None = None
+    estimated_at: float | None = None  # last size estimate attempted, even if it failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +213,10 @@ class Scheduler:
         try:
             async with self._server_slots[mailbox.server]:
                 status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
-                outcome = await self._run_guarded(mailbox, self._estimate_due(status))
+                estimate = self._estimate_due(status)
+                outcome = await self._run_guarded(mailbox, estimate)
             try:
-                self._record(mailbox, outcome)
+                self._record(mailbox, outcome, estimate)
             except Exception:
                 log.exception("record_failed", mailbox=mailbox.local_part)
         finally:
@@ -253,12 +255,19 @@ class Scheduler:
             )
 
     def _estimate_due(self, status: MailboxStatus) -> bool:
+        """Whether this probe should also sum folder sizes (where the server has no QUOTA)."""
         quota = status.quota
-        if quota is None or quota.source is QuotaSource.IMAP_QUOTA:
-            return True
-        return self._clock() - quota.measured_at >= self._config.probing.quota_estimate_interval
+        if quota is not None and quota.source is QuotaSource.IMAP_QUOTA:
+            return True  # GETQUOTAROOT answers first; the flag only matters if QUOTA goes away
+        # A failed estimate (too slow for the deadline, say) waits its turn like a good one,
+        # so a huge mailbox does not cost a full-deadline probe at every interval.
+        last = max(
+            quota.measured_at if quota is not None else 0.0,
+            status.estimated_at or 0.0,
+        )
+        return self._clock() - last >= self._config.probing.quota_estimate_interval
 
-    def _record(self, mailbox: Mailbox, outcome: ProbeResult | LockedOut) -> None:
+    def _record(self, mailbox: Mailbox, outcome: ProbeResult | LockedOut, estimated: bool) -> None:
         address = mailbox.address
         status = self.statuses.get(address)
         if status is None:  # removed by a reload while the probe ran
@@ -277,6 +286,7 @@ class Scheduler:
             last_success_at=self._clock() if result.login_ok else status.last_success_at,
             quota=result.quota or status.quota,
             lockout=self._runner.lockouts.get((address, result.protocol)),
+            estimated_at=self._clock() if estimated and result.login_ok else status.estimated_at,
         )
         self._dirty.add(address)
         detector = self._servers.get(mailbox.server)
