@@ -18,10 +18,10 @@ from pathlib import Path
 import yaml
 
 from monitor.daemon import run_daemon
-from tests.servers.dovecot import DEFAULT_CAPABILITY, DovecotServer, MailUser
+from tests.fleet import EXCHANGE_CAPABILITY
+from tests.servers.dovecot import DovecotServer, MailUser
 
 DOMAIN = "adm.cfwb.be"
-EXCHANGE_CAPABILITY = DEFAULT_CAPABILITY.replace(" STATUS=SIZE", "")
 
 
 def _address(local: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -11,37 +12,36 @@ from tests import fleet
 from tests.servers.dovecot import DovecotServer
 
 
-@pytest.fixture(scope="session")
-def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    """A Dovecot that advertises QUOTA (RFC 2087), with the fleet's mail in place."""
-    with DovecotServer(
-        tmp_path_factory.mktemp("dovecot-quota"), fleet.users(), quota=True
-    ) as server:
+def _fleet_server(
+    factory: pytest.TempPathFactory, name: str, **options: Any
+) -> Iterator[DovecotServer]:
+    """A started Dovecot with the fleet's users and mail, stopped at the end of the session."""
+    with DovecotServer(factory.mktemp(name), fleet.users(), **options) as server:
         fleet.fill(server)
         yield server
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A Dovecot that advertises QUOTA (RFC 2087)."""
+    yield from _fleet_server(tmp_path_factory, "dovecot-quota", quota=True)
 
 
 @pytest.fixture(scope="session")
 def exchange_like(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
     """A Dovecot advertising neither QUOTA nor STATUS=SIZE, as Exchange does."""
-    with DovecotServer(
-        tmp_path_factory.mktemp("dovecot-exchange"),
-        fleet.users(),
+    yield from _fleet_server(
+        tmp_path_factory,
+        "dovecot-exchange",
         quota=False,
         capability_override=fleet.EXCHANGE_CAPABILITY,
-    ) as server:
-        fleet.fill(server)
-        yield server
+    )
 
 
 @pytest.fixture(scope="session")
 def status_size(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
     """A Dovecot without QUOTA that offers STATUS=SIZE (RFC 8438)."""
-    with DovecotServer(
-        tmp_path_factory.mktemp("dovecot-status"), fleet.users(), quota=False
-    ) as server:
-        fleet.fill(server)
-        yield server
+    yield from _fleet_server(tmp_path_factory, "dovecot-status", quota=False)
 
 
 @pytest.fixture(autouse=True)
