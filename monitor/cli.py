@@ -23,6 +23,7 @@ from monitor.metrics.http import EndpointError
 from monitor.probes.result import ProbeResult
 from monitor.quota import effective_limit, quota_level, usage_ratio
 from monitor.scheduling.runner import LockedOut, ProbeRunner
+from monitor.scheduling.scheduler import Scheduler
 from monitor.state.store import StateError, StateStore
 
 EXIT_OK = 0
@@ -135,7 +136,7 @@ def _select(config: Config, wanted: list[str]) -> list[Mailbox] | None:
     if unknown:
         print(f"not in the configuration: {', '.join(unknown)}", file=sys.stderr)
         return None
-    return [by_name[w.lower()] for w in wanted]
+    return list(dict.fromkeys(by_name[w.lower()] for w in wanted))  # each mailbox once
 
 
 async def _probe_all(
@@ -145,13 +146,8 @@ async def _probe_all(
     try:
         credentials = CredentialStore(config.credentials, store.salt())
         runner = ProbeRunner(config, store, credentials, store.load_lockouts())
-        slots = asyncio.Semaphore(config.probing.concurrency)
-
-        async def one(mailbox: Mailbox) -> ProbeResult | LockedOut:
-            async with slots:
-                return await runner.run(mailbox, estimate_usage=True, force=force)
-
-        return list(await asyncio.gather(*(one(m) for m in mailboxes)))
+        outcomes = await Scheduler(config, runner, store).sweep(mailboxes, force=force)
+        return [outcomes[m.address] for m in mailboxes]
     finally:
         store.close()
 

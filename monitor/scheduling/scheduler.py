@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -129,6 +129,27 @@ class Scheduler:
         finally:
             await asyncio.shield(self.flush())
 
+    async def sweep(
+        self, mailboxes: Sequence[Mailbox] | None = None, *, force: bool = False
+    ) -> dict[str, ProbeResult | LockedOut]:
+        """Probe mailboxes (all by default) once, now, as fast as the limits allow.
+
+        Usage is always measured; `force` also tries locked-out mailboxes. Results are
+        recorded as in a cycle and saved before returning.
+        """
+        outcomes: dict[str, ProbeResult | LockedOut] = {}
+        cycle = _Cycle(self._clock())
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as group:
+            for mailbox in self._config.mailboxes if mailboxes is None else mailboxes:
+                await self._start(
+                    group, mailbox, cycle, loop.time(), _Request(True, force, outcomes)
+                )
+            cycle.dispatched_all = True
+        self._cycle_progress(cycle)
+        await self.flush()
+        return outcomes
+
     async def flush(self) -> None:
         """Write changed mailbox records to the state file."""
         if not self._dirty:
@@ -201,20 +222,37 @@ class Scheduler:
         if not detector.up:
             self._skip(SkipCause.SERVER_DOWN, mailbox)
             return
+        await self._start(group, mailbox, cycle, due, _Request())
+
+    async def _start(
+        self,
+        group: asyncio.TaskGroup,
+        mailbox: Mailbox,
+        cycle: _Cycle,
+        due: float,
+        request: _Request,
+    ) -> None:
+        """Wait for the rate limit and a free slot, then start the probe."""
         await self._rate.acquire()
         slots = self._slots  # a reload swaps the semaphore; release the one acquired
         await slots.acquire()
         self._lag = max(0.0, asyncio.get_running_loop().time() - due)
         self._running.add(mailbox.address)
         cycle.pending += 1
-        group.create_task(self._probe(mailbox, cycle, slots))
+        group.create_task(self._probe(mailbox, cycle, slots, request))
 
-    async def _probe(self, mailbox: Mailbox, cycle: _Cycle, slots: asyncio.Semaphore) -> None:
+    async def _probe(
+        self, mailbox: Mailbox, cycle: _Cycle, slots: asyncio.Semaphore, request: _Request
+    ) -> None:
         try:
             async with self._server_slots[mailbox.server]:
                 status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
-                estimate = self._estimate_due(status)
-                outcome = await self._run_guarded(mailbox, estimate)
+                estimate = (
+                    request.estimate if request.estimate is not None else self._estimate_due(status)
+                )
+                outcome = await self._run_guarded(mailbox, estimate, request.force)
+            if request.outcomes is not None:
+                request.outcomes[mailbox.address] = outcome
             try:
                 self._record(mailbox, outcome, estimate)
             except Exception:
@@ -225,7 +263,9 @@ class Scheduler:
             cycle.pending -= 1
             self._cycle_progress(cycle)
 
-    async def _run_guarded(self, mailbox: Mailbox, estimate: bool) -> ProbeResult | LockedOut:
+    async def _run_guarded(
+        self, mailbox: Mailbox, estimate: bool, force: bool
+    ) -> ProbeResult | LockedOut:
         """Run a probe; a bug or a runaway probe becomes a result, never a dead daemon."""
         started = self._clock()
         # The probe keeps its own deadlines; this outer one only catches a bug that ignores them.
@@ -234,7 +274,7 @@ class Scheduler:
         )
         try:
             async with asyncio.timeout(limit):
-                return await self._runner.run(mailbox, estimate_usage=estimate)
+                return await self._runner.run(mailbox, estimate_usage=estimate, force=force)
         except TimeoutError:
             log.error("probe_overran", mailbox=mailbox.local_part, limit=limit)
             return ProbeResult(
@@ -387,6 +427,15 @@ class Scheduler:
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """How one probe was asked for: by the cycle (defaults), or by a sweep."""
+
+    estimate: bool | None = None  # None: when the estimate cadence says so
+    force: bool = False  # try even a locked-out mailbox
+    outcomes: dict[str, ProbeResult | LockedOut] | None = None  # where a sweep collects
 
 
 class _Cycle:
