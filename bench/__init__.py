@@ -1,0 +1,1 @@
+"""Benchmarks: the probe engine against a raw-client baseline on a real Dovecot."""

@@ -1,0 +1,105 @@
+"""The baseline: the least an IMAP client can do per probe, on plain asyncio streams.
+
+connect, (TLS), greeting, LOGIN, GETQUOTAROOT INBOX, LOGOUT, close: the same commands the
+daemon sends to a server with QUOTA, and nothing else (no timing, parsing, logging, state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import ssl
+import sys
+import time
+
+
+async def _until_tagged(reader: asyncio.StreamReader, tag: bytes) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("closed")
+        if line.startswith(tag + b" "):
+            return line
+
+
+async def probe(
+    host: str, port: int, context: ssl.SSLContext | None, user: str, password: str
+) -> bool:
+    """One probe; True when LOGIN and GETQUOTAROOT answered OK."""
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=context, server_hostname="localhost" if context else None
+    )
+    try:
+        await reader.readline()
+        writer.write(f'a1 LOGIN {user} "{password}"\r\n'.encode())
+        login = await _until_tagged(reader, b"a1")
+        writer.write(b"a2 GETQUOTAROOT INBOX\r\n")
+        quota = await _until_tagged(reader, b"a2")
+        writer.write(b"a3 LOGOUT\r\n")
+        await _until_tagged(reader, b"a3")
+        return login.startswith(b"a1 OK") and quota.startswith(b"a2 OK")
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    """Probe every user once at the given concurrency; return the figures."""
+    users = [line.split("\t") for line in open(args.users).read().splitlines()]
+    context = ssl.create_default_context(cafile=args.ca) if args.tls else None
+    slots = asyncio.Semaphore(args.concurrency)
+    latencies: list[float] = []
+    failed = 0
+
+    async def one(user: str, password: str) -> None:
+        nonlocal failed
+        async with slots:
+            start = time.perf_counter()
+            try:
+                ok = await asyncio.wait_for(
+                    probe(args.host, args.port, context, user, password), 30
+                )
+            except (OSError, TimeoutError, ssl.SSLError):
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            failed += not ok
+
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for user, password in users:
+            group.create_task(one(user, password))
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    latencies.sort()
+    return {
+        "probes": len(users),
+        "failed": failed,
+        "seconds": seconds,
+        "cpu_seconds": (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime),
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[int(len(latencies) * 0.99)],
+        "max_rss_mb": after.ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    """Command line for one baseline run; prints one JSON object."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--ca")
+    parser.add_argument("--users", required=True, help="file of user<TAB>password lines")
+    parser.add_argument("--concurrency", type=int, default=100)
+    print(json.dumps(asyncio.run(run(parser.parse_args()))))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
