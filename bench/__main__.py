@@ -245,7 +245,8 @@ def _report(
     render = max(tls["metrics_render_seconds"], tls["metrics_http_seconds"])
     checks.append(
         (
-            f"/metrics with {args.mailboxes} mailboxes: {tls['metrics_render_seconds']:.3f} s rendered, "
+            f"/metrics with {args.mailboxes} mailboxes: "
+            f"{tls['metrics_render_seconds']:.3f} s rendered, "
             f"{tls['metrics_http_seconds']:.3f} s over HTTP, {tls['metrics_bytes'] / 1e6:.1f} MB "
             f"(target <= {TARGET_RENDER_S})",
             render <= TARGET_RENDER_S,
@@ -270,7 +271,8 @@ def _report(
     checks.append(
         (
             f"interval spread over {args.pace_mailboxes} mailboxes (target {target:.0f}/s): max "
-            f"{max(spread_counts)} in any second, min {min(spread_counts)}, cycle {spread_seconds:.1f} s",
+            f"{max(spread_counts)} in any second, min {min(spread_counts)}, "
+            f"cycle {spread_seconds:.1f} s",
             max(spread_counts) <= target * 1.3,
         )
     )

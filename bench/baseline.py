@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import ssl
@@ -42,15 +43,12 @@ async def probe(
         return login.startswith(b"a1 OK") and quota.startswith(b"a2 OK")
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
             await writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
+async def run(args: argparse.Namespace, users: list[list[str]]) -> dict[str, object]:
     """Probe every user once at the given concurrency; return the figures."""
-    users = [line.split("\t") for line in open(args.users).read().splitlines()]
     context = ssl.create_default_context(cafile=args.ca) if args.tls else None
     slots = asyncio.Semaphore(args.concurrency)
     latencies: list[float] = []
@@ -97,7 +95,10 @@ def main() -> None:
     parser.add_argument("--ca")
     parser.add_argument("--users", required=True, help="file of user<TAB>password lines")
     parser.add_argument("--concurrency", type=int, default=100)
-    print(json.dumps(asyncio.run(run(parser.parse_args()))))
+    args = parser.parse_args()
+    with open(args.users) as handle:
+        users = [line.split("\t") for line in handle.read().splitlines()]
+    print(json.dumps(asyncio.run(run(args, users))))
     sys.stdout.flush()
 
 

@@ -17,8 +17,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import generate_latest
-
 from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.logs import configure_logging
@@ -95,7 +93,7 @@ async def sweep(config_path: Path) -> dict[str, Any]:
     scrape_start, scrape_seconds, scrape_bytes = scraper.scrape()  # every mailbox now has a result
     stall_final_scrape = lag.worst(scrape_start, scrape_start + scrape_seconds)
     render_start = time.perf_counter()
-    generate_latest(daemon.registry)
+    daemon.metrics.render()
     render_seconds = time.perf_counter() - render_start
     ticker.cancel()
     daemon.http.stop()
@@ -131,7 +129,7 @@ async def pace(config_path: Path) -> dict[str, Any]:
     daemon = Daemon(config, store)
     task = asyncio.create_task(daemon.scheduler.run())
     start = time.perf_counter()
-    while sum(daemon.scheduler.view().probes.values()) < len(config.mailboxes):
+    while sum(daemon.scheduler.view().probes.values()) < len(config.mailboxes):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

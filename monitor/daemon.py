@@ -16,6 +16,7 @@ from monitor.credentials import CredentialStore, credential_directory_problems
 from monitor.logs import configure_logging
 from monitor.metrics.collector import BmaCollector, ReloadStatus
 from monitor.metrics.http import HttpEndpoint
+from monitor.metrics.page import MetricsPage
 from monitor.scheduling.runner import ProbeRunner
 from monitor.scheduling.scheduler import Scheduler
 from monitor.state.store import StateStore
@@ -40,7 +41,8 @@ class Daemon:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(BmaCollector(self.scheduler.view, lambda: self.reload_status))
-        self.http = HttpEndpoint(config.http.host, config.http.port, self.registry, self.health)
+        self.metrics = MetricsPage(self.registry, self.scheduler.view)
+        self.http = HttpEndpoint(config.http.host, config.http.port, self.metrics, self.health)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while the scheduler is ticking; servers being down is not the daemon's ill."""

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import Config
 from monitor.credentials import CredentialStore
 from monitor.metrics.collector import BmaCollector, ReloadStatus
+from monitor.metrics.page import MetricsPage
 from monitor.probes.result import QuotaSource, Reason
 from monitor.scheduling.runner import ProbeRunner
 from monitor.scheduling.scheduler import Scheduler, SkipCause
@@ -45,7 +46,7 @@ def metrics(scheduler: Scheduler) -> dict[str, list[tuple[dict[str, str], float]
     """The scheduler's metrics as Prometheus would scrape and parse them."""
     registry = CollectorRegistry()
     registry.register(BmaCollector(scheduler.view, lambda: ReloadStatus(True, 1.0)))
-    text = generate_latest(registry).decode()
+    text = MetricsPage(registry, scheduler.view).render().decode()
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

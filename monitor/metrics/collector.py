@@ -1,8 +1,7 @@
-"""Prometheus metrics built fresh on each scrape from an immutable view of the scheduler.
+"""Server and daemon metrics, built fresh on each scrape from an immutable scheduler view.
 
-Nothing is kept between scrapes, so a mailbox removed from the inventory disappears from
-/metrics at once. Per-mailbox series carry `mailbox` (the local part, e.g. ec001234)
-and `kind`; server and instance labels are the scrape configuration's job.
+The per-mailbox families are rendered by mailbox_text (they are too many for client
+objects); server and instance labels are the scrape configuration's job.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from prometheus_client.registry import Collector
 
 from monitor import __version__
 from monitor.config.model import Kind
-from monitor.probes.result import Phase, Protocol, Reason
-from monitor.quota import effective_limit
+from monitor.probes.result import Protocol, Reason
 from monitor.scheduling.scheduler import SchedulerView, SkipCause
 
 
@@ -41,74 +39,8 @@ class BmaCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
         """Build every metric family from one snapshot."""
         view = self._view()
-        yield from self._mailbox_families(view)
         yield from self._server_families(view)
         yield from self._daemon_families(view)
-
-    def _mailbox_families(self, view: SchedulerView) -> Iterator[GaugeMetricFamily]:
-        labels = ["mailbox", "kind"]
-        login = GaugeMetricFamily(
-            "bma_mailbox_login_success",
-            "1 if the last probe logged in, 0 if it failed.",
-            labels=labels,
-        )
-        reason = GaugeMetricFamily(
-            "bma_mailbox_probe_reason",
-            "Always 1; the reason label says how the last probe ended (ok or the failure).",
-            labels=[*labels, "reason"],
-        )
-        phases = GaugeMetricFamily(
-            "bma_mailbox_probe_phase_duration_seconds",
-            "Time the last probe spent in each phase (0 where it did not get that far).",
-            labels=[*labels, "phase"],
-        )
-        last_probe = GaugeMetricFamily(
-            "bma_mailbox_last_probe_timestamp_seconds",
-            "When the last probe started.",
-            labels=labels,
-        )
-        last_success = GaugeMetricFamily(
-            "bma_mailbox_last_success_timestamp_seconds",
-            "When a probe last logged in.",
-            labels=labels,
-        )
-        used = GaugeMetricFamily(
-            "bma_mailbox_quota_used_bytes", "Mailbox usage at the last reading.", labels=labels
-        )
-        limit = GaugeMetricFamily(
-            "bma_mailbox_quota_limit_bytes",
-            "Storage limit: the server's, or the configured default where the server sets none.",
-            labels=labels,
-        )
-        measured = GaugeMetricFamily(
-            "bma_mailbox_quota_measured_timestamp_seconds",
-            "When the quota was last read; source: imap_quota, status_size or message_sizes.",
-            labels=[*labels, "source"],
-        )
-        locked = GaugeMetricFamily(
-            "bma_mailbox_auth_locked",
-            "1 while probes are held back after a definitive authentication failure.",
-            labels=labels,
-        )
-        quota_config = view.config.quota
-        for status in view.mailboxes.values():
-            key = [status.mailbox.local_part, str(status.mailbox.kind)]
-            locked.add_metric(key, 1.0 if status.lockout is not None else 0.0)
-            if status.last_success_at is not None:
-                last_success.add_metric(key, status.last_success_at)
-            result = status.result
-            if result is not None:
-                login.add_metric(key, 1.0 if result.login_ok else 0.0)
-                reason.add_metric([*key, str(result.reason)], 1.0)
-                last_probe.add_metric(key, result.started_at)
-                for phase in Phase:
-                    phases.add_metric([*key, str(phase)], result.durations.get(phase, 0.0))
-            quota = status.quota
-            if quota is not None:
-                used.add_metric(key, float(quota.used_bytes))
-                limit.add_metric(key, float(effective_limit(quota, quota_config)))
-                measured.add_metric([*key, str(quota.source)], quota.measured_at)
-        yield from (login, reason, phases, last_probe, last_success, used, limit, measured, locked)
 
     def _server_families(self, view: SchedulerView) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
