@@ -93,7 +93,7 @@ async def sweep(config_path: Path) -> dict[str, Any]:
     scrape_start, scrape_seconds, scrape_bytes = scraper.scrape()  # every mailbox now has a result
     stall_final_scrape = lag.worst(scrape_start, scrape_start + scrape_seconds)
     render_start = time.perf_counter()
-    daemon.metrics.render()
+    b"".join(daemon.metrics.render()[1])
     render_seconds = time.perf_counter() - render_start
     ticker.cancel()
     daemon.http.stop()

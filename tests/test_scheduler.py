@@ -46,7 +46,10 @@ def metrics(scheduler: Scheduler) -> dict[str, list[tuple[dict[str, str], float]
     """The scheduler's metrics as Prometheus would scrape and parse them."""
     registry = CollectorRegistry()
     registry.register(BmaCollector(scheduler.view, lambda: ReloadStatus(True, 1.0)))
-    text = MetricsPage(registry, scheduler.view).render().decode()
+    size, pieces = MetricsPage(registry, scheduler.view).render()
+    body = b"".join(pieces)
+    assert len(body) == size
+    text = body.decode()
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

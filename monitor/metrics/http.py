@@ -41,12 +41,11 @@ def build_app(page: MetricsPage, health: Health) -> Callable[..., Iterable[bytes
         if path == "/metrics":
             # Uncompressed on purpose: gzip of a 10,000-mailbox page costs more CPU than
             # rendering it, and Prometheus accepts identity encoding.
-            body = page.render()
+            size, pieces = page.render()
             start_response(
-                "200 OK",
-                [("Content-Type", page.content_type), ("Content-Length", str(len(body)))],
+                "200 OK", [("Content-Type", page.content_type), ("Content-Length", str(size))]
             )
-            return [body]
+            return pieces
         if path == "/healthz":
             healthy, details = health()
             body = json.dumps({"status": "ok" if healthy else "unhealthy", **details}).encode()

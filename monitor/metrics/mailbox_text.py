@@ -9,7 +9,7 @@ probe) and reused by later scrapes until it changes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from monitor.config.model import QuotaConfig
@@ -52,7 +52,7 @@ LOCKED = Family(
 )
 FAMILIES = (LOGIN, REASON, PHASES, LAST_PROBE, LAST_SUCCESS, USED, LIMIT, MEASURED, LOCKED)
 
-Chunks = tuple[str, ...]  # one piece of text per family, "" where the mailbox has no sample
+Chunks = tuple[bytes, ...]  # one piece per family, b"" where the mailbox has no sample
 
 
 class MailboxExposition:
@@ -63,27 +63,33 @@ class MailboxExposition:
         self._cache: dict[str, tuple[MailboxStatus, Chunks]] = {}
         self._quota: QuotaConfig | None = None
 
-    def render(self, statuses: Mapping[str, MailboxStatus], quota: QuotaConfig) -> str:
-        """The text of every per-mailbox family."""
+    def render(
+        self, statuses: Mapping[str, MailboxStatus], quota: QuotaConfig
+    ) -> tuple[int, Iterator[bytes]]:
+        """The size in bytes of every per-mailbox family, and their text, family by family.
+
+        The text comes out one family at a time, so a scrape of 10,000 mailboxes never
+        holds the whole page in memory twice.
+        """
         with self._lock:
             if quota != self._quota:  # the default limit shows in the samples
                 self._cache.clear()
                 self._quota = quota
             cache: dict[str, tuple[MailboxStatus, Chunks]] = {}
-            columns: list[list[str]] = [[] for _ in FAMILIES]
             for address, status in statuses.items():
                 hit = self._cache.get(address)
                 chunks = hit[1] if hit is not None and hit[0] is status else _chunks(status, quota)
                 cache[address] = (status, chunks)
-                for column, chunk in zip(columns, chunks, strict=True):
-                    if chunk:
-                        column.append(chunk)
             self._cache = cache  # mailboxes no longer configured fall out here
-        out: list[str] = []
-        for family, column in zip(FAMILIES, columns, strict=True):
-            out.append(f"# HELP {family.name} {family.help}\n# TYPE {family.name} gauge\n")
-            out.extend(column)
-        return "".join(out)
+        rows = [chunks for _, chunks in cache.values()]
+        headers = [f"# HELP {f.name} {f.help}\n# TYPE {f.name} gauge\n".encode() for f in FAMILIES]
+        size = sum(map(len, headers)) + sum(len(chunk) for row in rows for chunk in row)
+        return size, _families(headers, rows)
+
+
+def _families(headers: list[bytes], rows: list[Chunks]) -> Iterator[bytes]:
+    for i, header in enumerate(headers):
+        yield header + b"".join(row[i] for row in rows)
 
 
 def _chunks(status: MailboxStatus, quota: QuotaConfig) -> Chunks:
@@ -112,7 +118,8 @@ def _chunks(status: MailboxStatus, quota: QuotaConfig) -> Chunks:
             f'{MEASURED.name}{{{labels},source="{reading.source}"}} {reading.measured_at!r}\n'
         )
     locked = f"{LOCKED.name}{{{labels}}} {1.0 if status.lockout is not None else 0.0}\n"
-    return (login, reason, phases, last_probe, last_success, used, limit, measured, locked)
+    texts = (login, reason, phases, last_probe, last_success, used, limit, measured, locked)
+    return tuple(text.encode() for text in texts)
 
 
 def _escape(value: str) -> str:

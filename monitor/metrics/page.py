@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -20,8 +21,9 @@ class MetricsPage:
         self._view = view
         self._mailboxes = MailboxExposition()
 
-    def render(self) -> bytes:
-        """Every metric, as bytes ready to send."""
+    def render(self) -> tuple[int, Iterator[bytes]]:
+        """The page's size in bytes, and its pieces to send one after the other."""
         view = self._view()
-        mailboxes = self._mailboxes.render(view.mailboxes, view.config.quota)
-        return generate_latest(self._registry) + mailboxes.encode("utf-8")
+        head = generate_latest(self._registry)
+        size, mailboxes = self._mailboxes.render(view.mailboxes, view.config.quota)
+        return len(head) + size, itertools.chain([head], mailboxes)

@@ -37,6 +37,7 @@ class OutageDetector:
     def __init__(self, config: OutageConfig) -> None:
         self._config = config
         self._recent: deque[tuple[float, bool]] = deque()
+        self._failures = 0  # failures in _recent, kept in step: counting them is O(window)
         self.down_since: float | None = None
         self.next_check_at: float | None = None
         self._backoff = config.backoff_initial
@@ -51,14 +52,17 @@ class OutageDetector:
         """Count a mailbox probe; True when this result tips the server into down."""
         failed = is_server_failure(result)
         self._recent.append((now, failed))
+        self._failures += failed
         self._forget_before(now - self._config.window)
         if failed:
             self.last_error = f"{result.reason}: {result.detail}"
         if not self.up:
             return False
         total = len(self._recent)
-        failures = sum(1 for _, f in self._recent if f)
-        if total >= self._config.min_probes and failures >= self._config.failure_ratio * total:
+        if (
+            total >= self._config.min_probes
+            and self._failures >= self._config.failure_ratio * total
+        ):
             self.down_since = now
             self._backoff = self._config.backoff_initial
             self.next_check_at = now + self._backoff
@@ -75,6 +79,7 @@ class OutageDetector:
             self.down_since = None
             self.next_check_at = None
             self._recent.clear()
+            self._failures = 0
             self.last_error = ""
             return True
         self.last_error = error or self.last_error
@@ -88,4 +93,4 @@ class OutageDetector:
 
     def _forget_before(self, cutoff: float) -> None:
         while self._recent and self._recent[0][0] < cutoff:
-            self._recent.popleft()
+            self._failures -= self._recent.popleft()[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -53,6 +53,11 @@ class ProbeRunner:
         self._credentials = credentials
         self._contexts = {name: tls_context(server) for name, server in config.servers.items()}
 
+    async def refresh_credentials(self, mailboxes: Iterable[Mailbox]) -> None:
+        """Re-read every mailbox's secret in one batch, off the event loop."""
+        addresses = [m.address for m in mailboxes]
+        await asyncio.to_thread(self._credentials.refresh, addresses, SecretKind.IMAP)
+
     def context(self, server: str) -> ssl.SSLContext | None:
         """The TLS context for a configured server."""
         return self._contexts[server]
@@ -62,7 +67,13 @@ class ProbeRunner:
     ) -> ProbeResult | LockedOut:
         """Probe one mailbox unless its credential is locked out."""
         address = mailbox.address
-        lookup = await asyncio.to_thread(self._credentials.lookup, address, SecretKind.IMAP)
+        key = (address, Protocol.IMAP)
+        lookup = self._credentials.cached(address, SecretKind.IMAP)
+        if lookup is None or key in self.lockouts:
+            # Never read yet, or locked out: read it now, so a new secret unlocks at once.
+            lookup = await asyncio.to_thread(
+                self._credentials.lookup, address, SecretKind.IMAP, lookup
+            )
         if isinstance(lookup, CredentialMissing):
             return ProbeResult(
                 address=address,
@@ -71,7 +82,6 @@ class ProbeRunner:
                 started_at=self._clock(),
                 detail=lookup.detail,
             )
-        key = (address, Protocol.IMAP)
         lockout = self.lockouts.get(key)
         if lockout is not None and not force:
             if await self._fingerprint(address, lookup) != lockout.fingerprint:

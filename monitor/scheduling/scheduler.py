@@ -9,6 +9,7 @@ limit. A hung probe holds only its own slot, and only until its deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from monitor.state.store import Lockout, MailboxRecord, StateError, StateStore
 log = structlog.get_logger("bma_monitor.scheduler")
 
 FLUSH_EVERY = 1.0  # seconds between state-file writes of probe results
+CREDENTIALS_EVERY = 60.0  # seconds between re-reads of the credential files
 SERVER_WATCH_EVERY = 1.0
 
 
@@ -97,12 +99,14 @@ class Scheduler:
         self._cycle_seconds: float | None = None
         self._lag = 0.0
         self._heartbeat = time.monotonic()
+        self._reread_credentials = asyncio.Event()
         self._apply(config, self._restore())
 
     def reconfigure(self, config: Config) -> None:
         """Adopt a new configuration now; the dispatcher re-plans at its next step."""
         self._apply(config, None)
         self._replan = True
+        self._reread_credentials.set()
 
     def view(self) -> SchedulerView:
         """A consistent, immutable copy for a scrape (safe to call from another thread)."""
@@ -122,8 +126,10 @@ class Scheduler:
     async def run(self) -> None:
         """Probe forever (until cancelled), then save what is unsaved."""
         try:
+            await self._runner.refresh_credentials(self._config.mailboxes)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._flush_forever())
+                group.create_task(self._refresh_credentials_forever())
                 group.create_task(self._watch_servers(group))
                 await self._dispatch_forever(group)
         finally:
@@ -138,10 +144,12 @@ class Scheduler:
         recorded as in a cycle and saved before returning.
         """
         outcomes: dict[str, ProbeResult | LockedOut] = {}
+        targets = self._config.mailboxes if mailboxes is None else mailboxes
+        await self._runner.refresh_credentials(targets)
         cycle = _Cycle(self._clock())
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
-            for mailbox in self._config.mailboxes if mailboxes is None else mailboxes:
+            for mailbox in targets:
                 await self._start(
                     group, mailbox, cycle, loop.time(), _Request(True, force, outcomes)
                 )
@@ -422,6 +430,14 @@ class Scheduler:
         delay = when - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def _refresh_credentials_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CREDENTIALS_EVERY):
+                    await self._reread_credentials.wait()
+            self._reread_credentials.clear()
+            await self._runner.refresh_credentials(self._config.mailboxes)
 
     async def _flush_forever(self) -> None:
         while True:
