@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from aioimaplib import aioimaplib
 
@@ -24,9 +23,10 @@ from monitor.probes.imap_replies import (
 )
 from monitor.probes.readonly import check_imap_command
 
-T = TypeVar("T")
-
 Response = Any  # aioimaplib.Response: a (result, lines) named tuple
+
+
+_LOST = "LOST"  # result given to commands still waiting when the connection ends
 
 
 class ConnectionLost(ConnectionError):
@@ -49,12 +49,17 @@ class _ReadOnlyProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.greeting: asyncio.Future[bytes] = loop.create_future()
-        self.lost: asyncio.Future[None] = loop.create_future()
+        self.closed = False
         self.fault = ""
 
     async def execute(self, command: Any, scrub: str | None = None) -> Response:
         check_imap_command(command.name, tuple(command.args), command.prefix)
-        return await super().execute(command, scrub=scrub)
+        if self.closed:
+            raise self.lost_error("connection closed by server")
+        response = await super().execute(command, scrub=scrub)
+        if response.result == _LOST:
+            raise self.lost_error("connection closed by server")
+        return response
 
     def data_received(self, d: bytes) -> None:
         try:
@@ -80,10 +85,15 @@ class _ReadOnlyProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         return super()._handle_line(line, current_cmd)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
+        self.closed = True
         if not self.greeting.done():
             self.greeting.set_exception(self.lost_error("closed before greeting"))
+        # aioimaplib leaves commands waiting for a reply that will never come; end them now
+        # so a dropped connection fails the probe at once instead of at its deadline.
+        pending = [self.pending_sync_command, *self.pending_async_commands.values()]
+        for command in pending:
+            if command is not None:
+                command.close(b"connection lost", _LOST)
         super().connection_lost(exc)
 
     def lost_error(self, default: str) -> ConnectionLost:
@@ -120,8 +130,10 @@ class ImapSession:
         """Wrap the open connection in TLS and check the server's certificate."""
         loop = asyncio.get_running_loop()
         protocol = self.protocol
-        transport = await self._guard(
-            loop.start_tls(protocol.transport, protocol, context, server_hostname=self._server_name)
+        if protocol.closed:
+            raise protocol.lost_error("connection closed before TLS")
+        transport = await loop.start_tls(
+            protocol.transport, protocol, context, server_hostname=self._server_name
         )
         if transport is None:
             raise ConnectionLost("connection closed during TLS handshake")
@@ -129,7 +141,7 @@ class ImapSession:
 
     async def read_greeting(self) -> bytes:
         """Wait for the greeting; a BYE or garbage greeting is an error."""
-        greeting = await self._guard(asyncio.shield(self.protocol.greeting))
+        greeting = await self.protocol.greeting
         upper = greeting.upper()
         if upper.startswith(b"* BYE"):
             raise GreetingRefused(printable(greeting[5:]) or "server said BYE")
@@ -167,7 +179,7 @@ class ImapSession:
         command = aioimaplib.Command(
             "LOGIN", protocol.new_tag(), user, quote(password), loop=protocol.loop
         )
-        response = await self._guard(protocol.execute(command, scrub=password))
+        response = await protocol.execute(command, scrub=password)
         if response.result == "OK":
             protocol.state = aioimaplib.AUTH
             atoms = capability_atoms(response.lines)
@@ -188,7 +200,7 @@ class ImapSession:
         command = aioimaplib.FetchCommand(
             protocol.new_tag(), f"{first}:{last}", "(RFC822.SIZE)", loop=protocol.loop
         )
-        return await self._guard(protocol.execute(command))
+        return await protocol.execute(command)
 
     async def command(self, name: str, *args: str, untagged: str | None = None) -> Response:
         """Send one command and wait for its tagged reply."""
@@ -196,7 +208,7 @@ class ImapSession:
         command = aioimaplib.Command(
             name, protocol.new_tag(), *args, untagged_resp_name=untagged, loop=protocol.loop
         )
-        return await self._guard(protocol.execute(command))
+        return await protocol.execute(command)
 
     async def logout(self) -> None:
         """Say goodbye; the answer does not matter."""
@@ -206,21 +218,3 @@ class ImapSession:
         """Drop the connection now, whatever state it is in."""
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.abort()
-
-    async def _guard(self, awaitable: Awaitable[T]) -> T:
-        """Await `awaitable`, failing at once if the connection ends first."""
-        protocol = self.protocol
-        task = asyncio.ensure_future(awaitable)
-        if protocol.lost.done():
-            task.cancel()
-            raise protocol.lost_error("connection closed by server")
-        try:
-            waiters: set[asyncio.Future[Any]] = {task, protocol.lost}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.done():
-            return task.result()
-        task.cancel()
-        raise protocol.lost_error("connection closed by server")
