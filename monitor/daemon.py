@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from monitor.state.store import StateStore
 
 log = structlog.get_logger("bma_monitor.daemon")
 
+IO_THREADS = 2
 HEARTBEAT_STALE_AFTER = 15.0  # seconds without a scheduler tick before /healthz fails
 
 
@@ -30,6 +32,11 @@ class Daemon:
     """One running monitor."""
 
     def __init__(self, config: Config, store: StateStore) -> None:
+        # Blocking work (state file, credential files, config reloads) shares two threads:
+        # fewer threads mean fewer malloc arenas, and the writes are serialised anyway.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="bma-io")
+        )
         self.config = config
         self.store = store
         self.reload_status = ReloadStatus(True, time.time())
@@ -122,7 +129,7 @@ class Daemon:
 
 
 async def run_daemon(config_path: Path) -> None:
-    """Load the configuration and serve until stopped."""
+    """Load the configuration and serve until stopped (call from a running event loop)."""
     config = load_config(config_path)
     configure_logging(config.logging.level, config.logging.format)
     store = await asyncio.to_thread(StateStore.open, config.state.path)

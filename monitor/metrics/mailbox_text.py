@@ -52,6 +52,7 @@ LOCKED = Family(
 )
 FAMILIES = (LOGIN, REASON, PHASES, LAST_PROBE, LAST_SUCCESS, USED, LIMIT, MEASURED, LOCKED)
 
+_SLICE = 1000  # mailboxes per piece sent: bounds the memory one scrape takes
 Chunks = tuple[bytes, ...]  # one piece per family, b"" where the mailbox has no sample
 
 
@@ -89,7 +90,9 @@ class MailboxExposition:
 
 def _families(headers: list[bytes], rows: list[Chunks]) -> Iterator[bytes]:
     for i, header in enumerate(headers):
-        yield header + b"".join(row[i] for row in rows)
+        yield header
+        for start in range(0, len(rows), _SLICE):
+            yield b"".join([row[i] for row in rows[start : start + _SLICE]])
 
 
 def _chunks(status: MailboxStatus, quota: QuotaConfig) -> Chunks:
