@@ -6,7 +6,8 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from aioimaplib import aioimaplib
@@ -88,15 +89,26 @@ class _Run:
         self.clock = clock
         self.timer = PhaseTimer()
         self.session = ImapSession(server.host, server.port, server.tls_server_name or server.host)
+        self._deadline: asyncio.Timeout | None = None
+        self._deadline_at = 0.0
+
+    @contextmanager
+    def _phase(self, phase: Phase, limit: float) -> Iterator[None]:
+        """Time a phase and hold it to its own limit, within the probe's deadline."""
+        # One Timeout for the whole login, moved at each phase: cheaper than one per phase.
+        assert self._deadline is not None
+        now = asyncio.get_running_loop().time()
+        self._deadline.reschedule(min(self._deadline_at, now + limit))
+        with self.timer.phase(phase):
+            yield
 
     async def run(self, deadline: float) -> ProbeResult:
         started = self.clock()
-        loop = asyncio.get_running_loop()
-        deadline_at = loop.time() + deadline
+        deadline_at = self._deadline_at = asyncio.get_running_loop().time() + deadline
         quota: QuotaReading | None = None
         quota_error = ""
         try:
-            async with asyncio.timeout_at(deadline_at):
+            async with asyncio.timeout_at(deadline_at) as self._deadline:
                 refusal = await self._log_in()
             if refusal is not None:
                 return self._result(started, *refusal, failed_phase=Phase.LOGIN)
@@ -124,8 +136,9 @@ class _Run:
     async def check(self, deadline: float) -> ProbeResult:
         """Connect, TLS and greeting only, with no credential: is the server there at all?"""
         started = self.clock()
+        self._deadline_at = asyncio.get_running_loop().time() + deadline
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout_at(self._deadline_at) as self._deadline:
                 await self._reach()
             await self._logout()
             return self._result(started, Reason.OK, "")
@@ -147,25 +160,21 @@ class _Run:
     async def _reach(self) -> None:
         """Connect, secure and greet: everything before a credential is needed."""
         server, session = self.server, self.session
-        with self.timer.phase(Phase.CONNECT):
-            async with asyncio.timeout(server.connect_timeout):
-                await session.connect()
+        with self._phase(Phase.CONNECT, server.connect_timeout):
+            await session.connect()
         if server.tls is TlsMode.IMPLICIT:
             assert self.context is not None
-            with self.timer.phase(Phase.TLS):
-                async with asyncio.timeout(server.connect_timeout):
-                    await session.start_tls(self.context)
-        with self.timer.phase(Phase.GREETING):
-            async with asyncio.timeout(server.command_timeout):
-                await session.read_greeting()
-                if not session.capabilities:
-                    await session.refresh_capabilities()
+            with self._phase(Phase.TLS, server.connect_timeout):
+                await session.start_tls(self.context)
+        with self._phase(Phase.GREETING, server.command_timeout):
+            await session.read_greeting()
+            if not session.capabilities:
+                await session.refresh_capabilities()
         if server.tls is TlsMode.STARTTLS:
             assert self.context is not None
-            with self.timer.phase(Phase.TLS):
-                async with asyncio.timeout(server.command_timeout):
-                    await session.starttls(self.context)
-                    await session.refresh_capabilities()
+            with self._phase(Phase.TLS, server.command_timeout):
+                await session.starttls(self.context)
+                await session.refresh_capabilities()
 
     async def _log_in(self) -> tuple[Reason, str] | None:
         """Reach the logged-in state; return the refusal when LOGIN is refused."""
@@ -173,14 +182,13 @@ class _Run:
         session = self.session
         if "LOGINDISABLED" in session.capabilities:
             raise ReplyError("server refuses LOGIN on this connection (LOGINDISABLED)")
-        with self.timer.phase(Phase.LOGIN):
-            async with asyncio.timeout(self.server.command_timeout):
-                response = await session.login(self.address, self.secret.reveal())
-                if response.result != "OK":
-                    text = status_text(response.lines)
-                    return classify_login_refusal(response.result, text), printable(text)
-                if not session.capabilities:
-                    await session.refresh_capabilities()
+        with self._phase(Phase.LOGIN, self.server.command_timeout):
+            response = await session.login(self.address, self.secret.reveal())
+            if response.result != "OK":
+                text = status_text(response.lines)
+                return classify_login_refusal(response.result, text), printable(text)
+            if not session.capabilities:
+                await session.refresh_capabilities()
         return None
 
     def _result(

@@ -82,7 +82,7 @@ def parse_capability_reply(lines: Sequence[bytes | bytearray]) -> set[str]:
 
 
 def _atoms(text: bytes) -> set[str]:
-    return {atom.upper() for atom in text.decode("ascii", "replace").split()}
+    return set(text.decode("ascii", "replace").upper().split())
 
 
 def parse_quota_storage(lines: Iterable[bytes | bytearray]) -> tuple[int, int] | None:
