@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import load_config
-from monitor.daemon import Daemon
+from monitor.daemon import Daemon, tune_runtime
 from monitor.logs import configure_logging
 from monitor.probes.result import ProbeResult
 from monitor.state.store import StateStore
@@ -76,6 +76,7 @@ async def sweep(config_path: Path) -> dict[str, Any]:
     configure_logging(config.logging.level, "json")
     store = StateStore.open(config.state.path)
     daemon = Daemon(config, store)
+    tune_runtime()
     daemon.http.start()
     lag = LoopLag()
     ticker = asyncio.create_task(lag.run())
@@ -127,6 +128,7 @@ async def pace(config_path: Path) -> dict[str, Any]:
     configure_logging("info", "json")
     store = StateStore.open(config.state.path)
     daemon = Daemon(config, store)
+    tune_runtime()
     task = asyncio.create_task(daemon.scheduler.run())
     start = time.perf_counter()
     while sum(daemon.scheduler.view().probes.values()) < len(config.mailboxes):  # noqa: ASYNC110
