@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -158,8 +159,10 @@ class LoggingConfig(FrozenModel):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class Mailbox(FrozenModel):
-    """One BMA as the inventory lists it."""
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """One BMA as the inventory lists it, already checked (a plain dataclass: there are
+    thousands, and a validated model costs ten times the memory)."""
 
     address: str
     kind: Kind
@@ -174,8 +177,9 @@ class Mailbox(FrozenModel):
         return self.address.split("@", 1)[0]
 
 
-class Config(FrozenModel):
-    """The whole validated configuration."""
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration, assembled by the loader."""
 
     source: Path
     domain: str
