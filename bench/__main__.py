@@ -192,7 +192,8 @@ def main() -> int:
         spread_counts = _per_second(spread_times)
 
     _report(args, figures, rate_counts, spread_counts, spread_times[-1] - spread_times[0])
-    return 0
+    # Missed speed targets are figures to read; a failed probe means the run is not valid.
+    return 1 if any(f["failed"] for f in figures.values()) else 0
 
 
 def _report(

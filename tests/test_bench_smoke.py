@@ -1,0 +1,49 @@
+"""The benchmark keeps working: a small run end to end (figures are not judged here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_runs_on_a_small_fleet(tmp_path: Path) -> None:
+    """`python -m bench` on 200 mailboxes completes with no failed probe and every figure."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--mailboxes",
+            "200",
+            "--concurrency",
+            "20",
+            "--pace-mailboxes",
+            "60",
+            "--pace-rate",
+            "30",
+            "--workdir",
+            str(tmp_path / "bench"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for run in ("tls baseline", "tls daemon", "plain baseline", "plain daemon"):
+        assert run in out
+    for figure in (
+        "throughput",
+        "CPU",
+        "peak RSS",
+        "/metrics with 200 mailboxes",
+        "event-loop stall",
+        "rate_limit 30/s",
+        "interval spread",
+    ):
+        assert figure in out
+    assert "[ok] failed probes: 0" in out
