@@ -6,6 +6,7 @@ import pytest
 
 from monitor.probes.imap_replies import (
     ReplyError,
+    capabilities_after_login,
     capability_atoms,
     classify_login_refusal,
     parse_capability_reply,
@@ -70,6 +71,17 @@ def test_capabilities_from_code_and_reply() -> None:
     assert capability_atoms([b"Logged in"]) is None
     assert parse_capability_reply([b"IMAP4rev1 STARTTLS", b"done"]) == {"IMAP4REV1", "STARTTLS"}
     assert parse_capability_reply([b"CAPABILITY IMAP4rev1", b"done"]) == {"IMAP4REV1"}
+
+
+def test_capabilities_after_login() -> None:
+    """LOGIN may carry capabilities as a code or an untagged line; a status text is not one."""
+    assert capabilities_after_login([b"[CAPABILITY IMAP4rev1 QUOTA] Logged in"]) == {
+        "IMAP4REV1",
+        "QUOTA",
+    }
+    untagged = [b"CAPABILITY IMAP4rev1 QUOTA", b"Logged in"]
+    assert capabilities_after_login(untagged) == {"IMAP4REV1", "QUOTA"}
+    assert capabilities_after_login([b"CAPABILITY completed"]) is None
 
 
 def test_list_names() -> None:

@@ -71,6 +71,19 @@ def capability_atoms(lines: Iterable[bytes | bytearray]) -> set[str] | None:
     return None
 
 
+def capabilities_after_login(lines: Sequence[bytes | bytearray]) -> set[str] | None:
+    """Capabilities sent with a LOGIN answer, as a [CAPABILITY] code on the tagged line or
+    as an untagged CAPABILITY line (Dovecot's choice once CAPABILITY was asked before)."""
+    coded = capability_atoms(lines[-1:])
+    if coded is not None:
+        return coded
+    for raw in lines[:-1]:
+        line = bytes(raw).strip()
+        if line.upper().startswith(b"CAPABILITY "):
+            return _atoms(line[len(b"CAPABILITY ") :])
+    return None
+
+
 def parse_capability_reply(lines: Sequence[bytes | bytearray]) -> set[str]:
     """Capabilities from the untagged lines of a CAPABILITY command's reply."""
     atoms: set[str] = set()

@@ -16,6 +16,7 @@ from aioimaplib import aioimaplib
 
 from monitor.probes.imap_replies import (
     ReplyError,
+    capabilities_after_login,
     capability_atoms,
     parse_capability_reply,
     printable,
@@ -182,7 +183,7 @@ class ImapSession:
         response = await protocol.execute(command, scrub=password)
         if response.result == "OK":
             protocol.state = aioimaplib.AUTH
-            atoms = capability_atoms(response.lines)
+            atoms = capabilities_after_login(response.lines)
             # Servers may announce new capabilities (QUOTA, say) only once logged in.
             self.capabilities = atoms if atoms is not None else set()
         return response
