@@ -192,8 +192,3 @@ class Config:
     http: HttpConfig
     logging: LoggingConfig
     mailboxes: tuple[Mailbox, ...]
-
-    def mailbox(self, address: str) -> Mailbox | None:
-        """The mailbox with this address, if configured."""
-        wanted = address.lower()
-        return next((m for m in self.mailboxes if m.address == wanted), None)
