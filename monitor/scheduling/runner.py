@@ -92,9 +92,18 @@ class ProbeRunner:
             else:
                 log.info("lockout_retry", mailbox=mailbox.local_part, since=lockout.since)
         probing = self._config.probing
+        server = self._config.servers.get(mailbox.server)
+        if server is None:  # a reload removed the server while this probe waited to start
+            return ProbeResult(
+                address,
+                Protocol.IMAP,
+                Reason.INTERNAL_ERROR,
+                self._clock(),
+                detail=f"server {mailbox.server!r} is no longer configured",
+            )
         result = await probe_imap(
             address,
-            self._config.servers[mailbox.server],
+            server,
             lookup.secret,
             context=self._contexts[mailbox.server],
             deadline=probing.timeout,

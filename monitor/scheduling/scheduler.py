@@ -247,13 +247,20 @@ class Scheduler:
         self._lag = max(0.0, asyncio.get_running_loop().time() - due)
         self._running.add(mailbox.address)
         cycle.pending += 1
-        group.create_task(self._probe(mailbox, cycle, slots, request))
+        server_slots = self._server_slots[mailbox.server]
+        group.create_task(self._probe(mailbox, cycle, (slots, server_slots), request))
 
     async def _probe(
-        self, mailbox: Mailbox, cycle: _Cycle, slots: asyncio.Semaphore, request: _Request
+        self,
+        mailbox: Mailbox,
+        cycle: _Cycle,
+        slots: tuple[asyncio.Semaphore, asyncio.Semaphore],
+        request: _Request,
     ) -> None:
+        # Both semaphores were picked at dispatch: a reload may replace them meanwhile.
+        global_slots, server_slots = slots
         try:
-            async with self._server_slots[mailbox.server]:
+            async with server_slots:
                 status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
                 estimate = (
                     request.estimate if request.estimate is not None else self._estimate_due(status)
@@ -267,7 +274,7 @@ class Scheduler:
                 log.exception("record_failed", mailbox=mailbox.local_part)
         finally:
             self._running.discard(mailbox.address)
-            slots.release()
+            global_slots.release()
             cycle.pending -= 1
             self._cycle_progress(cycle)
 
@@ -277,9 +284,8 @@ class Scheduler:
         """Run a probe; a bug or a runaway probe becomes a result, never a dead daemon."""
         started = self._clock()
         # The probe keeps its own deadlines; this outer one only catches a bug that ignores them.
-        limit = (
-            self._config.probing.timeout + self._config.servers[mailbox.server].command_timeout + 5
-        )
+        server = self._config.servers.get(mailbox.server)
+        limit = self._config.probing.timeout + (server.command_timeout if server else 0) + 5
         try:
             async with asyncio.timeout(limit):
                 return await self._runner.run(mailbox, estimate_usage=estimate, force=force)
@@ -318,8 +324,8 @@ class Scheduler:
     def _record(self, mailbox: Mailbox, outcome: ProbeResult | LockedOut, estimated: bool) -> None:
         address = mailbox.address
         status = self.statuses.get(address)
-        if status is None:  # removed by a reload while the probe ran
-            return
+        if status is None or status.mailbox != mailbox:
+            return  # removed or changed by a reload while the probe ran: not its result now
         if isinstance(outcome, LockedOut):
             self._skip(SkipCause.LOCKED_OUT, mailbox)
             self.statuses[address] = replace(status, lockout=outcome.lockout)
