@@ -179,3 +179,39 @@ async def test_reload_adds_and_removes_mailboxes(dovecot: DovecotServer, tmp_pat
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_failed_estimate_waits_its_turn(tmp_path: Path) -> None:
+    """A size estimate that fails is not retried at every login, only at its own cadence."""
+    seen: list[bytes] = []
+
+    async def list_refused(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+        await writer.drain()
+        while line := await reader.readline():
+            tag, _, rest = line.partition(b" ")
+            command = rest.split(b" ", 1)[0].strip().upper()
+            seen.append(command)
+            if command == b"LOGIN":
+                writer.write(tag + b" OK [CAPABILITY IMAP4rev1] Logged in\r\n")
+            elif command == b"LIST":
+                writer.write(tag + b" NO [UNAVAILABLE] try later\r\n")
+            else:
+                writer.write(tag + b" OK done\r\n")
+            await writer.drain()
+
+    async with ScriptedImapServer(list_refused) as server:
+        config = fleet.config_for(
+            tmp_path,
+            None,
+            "none",
+            [fleet.EMPTY],
+            port=server.port,
+            probing={**FAST, "quota_estimate_interval": "1h"},
+        )
+        scheduler, _ = scheduler_for(config)
+        await run_for(scheduler, 3.5)
+    assert seen.count(b"LOGIN") >= 3
+    assert seen.count(b"LIST") == 1
+    status = scheduler.view().mailboxes[fleet.address(fleet.EMPTY)]
+    assert status.result is not None and status.result.reason is Reason.OK
