@@ -94,6 +94,7 @@ async def test_cycles_probe_everyone_and_a_wrong_password_once(
     failures = {(lb["protocol"], lb["reason"]): v for lb, v in samples["bma_probe_failures_total"]}
     assert failures[("imap", "auth_failed")] == 1.0
     assert failures[("imap", "tls_error")] == 0.0  # every reason is exported from the start
+    assert samples["bma_quota_read_failures_total"] == [({}, 0.0)]
     phases = {lb["phase"] for lb, _ in samples["bma_mailbox_probe_phase_duration_seconds"]}
     assert phases == {"connect", "tls", "greeting", "login", "quota", "logout"}
 
@@ -215,3 +216,4 @@ async def test_failed_estimate_waits_its_turn(tmp_path: Path) -> None:
     assert seen.count(b"LIST") == 1
     status = scheduler.view().mailboxes[fleet.address(fleet.EMPTY)]
     assert status.result is not None and status.result.reason is Reason.OK
+    assert metrics(scheduler)["bma_quota_read_failures_total"] == [({}, 1.0)]

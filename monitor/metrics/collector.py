@@ -74,12 +74,17 @@ class BmaCollector(Collector):
                 if reason is not Reason.OK:
                     count = view.failures.get((protocol, reason), 0)
                     failures.add_metric([str(protocol), str(reason)], float(count))
+        quota_failures = CounterMetricFamily(
+            "bma_quota_read_failures",
+            "Probes that logged in but could not read the usage (see the probe's log event).",
+            value=float(view.quota_failures),
+        )
         skipped = CounterMetricFamily(
             "bma_probes_skipped", "Due probes not sent, by cause.", labels=["cause"]
         )
         for cause in SkipCause:
             skipped.add_metric([str(cause)], float(view.skipped.get(cause, 0)))
-        yield from (probes, failures, skipped)
+        yield from (probes, failures, quota_failures, skipped)
 
         yield GaugeMetricFamily("bma_probes_in_flight", "Probes running now.", value=view.in_flight)
         if view.cycle_seconds is not None:

@@ -64,6 +64,7 @@ class SchedulerView:
     servers: dict[str, ServerState]
     probes: dict[Protocol, int]
     failures: dict[tuple[Protocol, Reason], int]
+    quota_failures: int  # logins that worked, then the usage could not be read
     skipped: dict[SkipCause, int]
     in_flight: int
     cycle_seconds: float | None
@@ -94,6 +95,7 @@ class Scheduler:
         self._probes: Counter[Protocol] = Counter()
         self._failures: Counter[tuple[Protocol, Reason]] = Counter()
         self._skipped: Counter[SkipCause] = Counter()
+        self._quota_failures = 0
         self._running: set[str] = set()
         self._dirty: set[str] = set()
         self._cycle_seconds: float | None = None
@@ -116,6 +118,7 @@ class Scheduler:
             servers={name: d.state() for name, d in list(self._servers.items())},
             probes=dict(self._probes),
             failures=dict(self._failures),
+            quota_failures=self._quota_failures,
             skipped=dict(self._skipped),
             in_flight=len(self._running),
             cycle_seconds=self._cycle_seconds,
@@ -334,6 +337,8 @@ class Scheduler:
         self._probes[result.protocol] += 1
         if not result.login_ok:
             self._failures[(result.protocol, result.reason)] += 1
+        if result.quota_error:
+            self._quota_failures += 1
         self.statuses[address] = replace(
             status,
             result=result,
