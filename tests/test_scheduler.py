@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import Config
+from monitor.config import Config, load_config
 from monitor.credentials import CredentialStore
 from monitor.metrics.collector import BmaCollector, ReloadStatus
 from monitor.metrics.page import MetricsPage
@@ -217,3 +218,45 @@ async def test_failed_estimate_waits_its_turn(tmp_path: Path) -> None:
     status = scheduler.view().mailboxes[fleet.address(fleet.EMPTY)]
     assert status.result is not None and status.result.reason is Reason.OK
     assert metrics(scheduler)["bma_quota_read_failures_total"] == [({}, 1.0)]
+
+
+async def test_reload_during_a_probe_drops_its_stale_result(tmp_path: Path) -> None:
+    """A probe still running when a reload moves its mailbox to another server neither
+    crashes the scheduler nor records a result against the new configuration."""
+
+    async def slow_login(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+        await writer.drain()
+        while line := await reader.readline():
+            tag = line.partition(b" ")[0]
+            await asyncio.sleep(1.0)
+            writer.write(tag + b" OK [CAPABILITY IMAP4rev1 QUOTA] done\r\n")
+            await writer.drain()
+
+    async with ScriptedImapServer(slow_login) as server:
+        before = fleet.config_for(
+            tmp_path / "a",
+            None,
+            "none",
+            [fleet.EMPTY],
+            port=server.port,
+            probing={"interval": "10s", "timeout": "5s", "jitter": 0},
+        )
+        scheduler, _ = scheduler_for(before)
+        task = asyncio.create_task(scheduler.run())
+        try:
+            await asyncio.sleep(0.5)  # the first probe is waiting for its LOGIN answer
+            assert scheduler.view().in_flight == 1
+            document = yaml.safe_load((tmp_path / "a" / "bma.yaml").read_text())
+            document["servers"] = {"other": document["servers"]["dovecot"]}
+            (tmp_path / "a" / "bma.yaml").write_text(yaml.safe_dump(document))
+            scheduler.reconfigure(load_config(tmp_path / "a" / "bma.yaml"))
+            await asyncio.sleep(2.0)  # the old probe has finished by now
+            assert not task.done()
+            status = scheduler.view().mailboxes[fleet.address(fleet.EMPTY)]
+            assert status.mailbox.server == "other"
+            assert status.result is None
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
