@@ -260,3 +260,33 @@ async def test_reload_during_a_probe_drops_its_stale_result(tmp_path: Path) -> N
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_reload_while_the_dispatcher_waits_for_a_slot(tmp_path: Path) -> None:
+    """A reload that renames the server while the dispatcher sleeps until a mailbox's slot
+    does not stop the scheduler; that mailbox is probed under the new configuration."""
+    async with ScriptedImapServer(scripted_imap.close_after_greeting) as server:
+        path = fleet.write_config(
+            tmp_path,
+            None,
+            "none",
+            [fleet.EMPTY, fleet.FULL],
+            port=server.port,
+            probing={"interval": "2s", "timeout": "1s", "jitter": 0},
+        )
+        scheduler, _ = scheduler_for(load_config(path))
+        task = asyncio.create_task(scheduler.run())
+        try:
+            await asyncio.sleep(0.5)  # one mailbox probed at 0 s, the other is due at 1 s
+            document = yaml.safe_load(path.read_text())
+            document["servers"] = {"other": document["servers"]["dovecot"]}
+            path.write_text(yaml.safe_dump(document))
+            scheduler.reconfigure(load_config(path))
+            await asyncio.sleep(1.0)
+            assert not task.done()
+            results = [s.result for s in scheduler.view().mailboxes.values()]
+            assert any(r is not None for r in results)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

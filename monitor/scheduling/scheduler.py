@@ -203,8 +203,10 @@ class Scheduler:
                     i = 0
                     continue
                 offset, mailbox = plan[i]
-                i += 1
                 await self._sleep_until(cycle_start + offset)
+                if self._replan:
+                    continue  # a reload came during the sleep: this entry may be stale
+                i += 1
                 dispatched.add(mailbox.address)
                 await self._dispatch(group, mailbox, cycle, due=cycle_start + offset)
             cycle.dispatched_all = True
@@ -244,13 +246,14 @@ class Scheduler:
         request: _Request,
     ) -> None:
         """Wait for the rate limit and a free slot, then start the probe."""
+        # Taken before any wait: a reload during one may replace the semaphores or drop
+        # the server; the probe keeps the ones it was dispatched with.
+        slots, server_slots = self._slots, self._server_slots[mailbox.server]
         await self._rate.acquire()
-        slots = self._slots  # a reload swaps the semaphore; release the one acquired
         await slots.acquire()
         self._lag = max(0.0, asyncio.get_running_loop().time() - due)
         self._running.add(mailbox.address)
         cycle.pending += 1
-        server_slots = self._server_slots[mailbox.server]
         group.create_task(self._probe(mailbox, cycle, (slots, server_slots), request))
 
     async def _probe(
