@@ -112,11 +112,7 @@ class CredentialStore:
         name = self.variable_name(address, kind)
         value = os.environ.get(name, "")
         if value:
-            if _UNSENDABLE.search(value):
-                return CredentialMissing(
-                    f"${name} holds a line break or NUL, which IMAP cannot send"
-                )
-            return Credential(Secret(value), f"${name}")
+            return _credential(value, f"${name}")
         if self._directory is None:
             return CredentialMissing(f"no credentials directory and ${name} is not set")
         return CredentialMissing(
@@ -151,9 +147,16 @@ def _read_file(path: Path, version: tuple[int, ...]) -> Credential | CredentialM
         return CredentialMissing(f"{path} is not UTF-8 text")
     if not value:
         return CredentialMissing(f"{path} is empty")
+    return _credential(value, str(path), version)
+
+
+def _credential(
+    value: str, origin: str, version: tuple[int, ...] = ()
+) -> Credential | CredentialMissing:
+    """A secret, unless it holds what a quoted IMAP string cannot carry."""
     if _UNSENDABLE.search(value):
-        return CredentialMissing(f"{path} holds a line break or NUL, which IMAP cannot send")
-    return Credential(Secret(value), str(path), version)
+        return CredentialMissing(f"{origin} holds a line break or NUL, which IMAP cannot send")
+    return Credential(Secret(value), origin, version)
 
 
 def _strip_line_end(text: str) -> str:
