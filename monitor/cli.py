@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,8 @@ from monitor.credentials import (
 )
 from monitor.logs import configure_logging
 from monitor.metrics.http import EndpointError
-from monitor.probes.result import ProbeResult
 from monitor.quota import effective_limit, quota_level, usage_ratio
-from monitor.scheduling.runner import LockedOut, ProbeRunner
+from monitor.scheduling.runner import Held, LockedOut, Outcomes, ProbeRunner
 from monitor.scheduling.scheduler import Scheduler
 from monitor.state.store import StateError, StateStore
 
@@ -56,8 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bma-monitor {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
+    reset_state = {
+        "action": "store_true",
+        "help": "if the state file cannot be used (damaged, empty, not a state file), move it "
+        "aside and start afresh: its lock-outs are lost, so refused passwords may be tried "
+        "once more",
+    }
     run = commands.add_parser("run", help="run the monitoring daemon")
     run.add_argument("--config", required=True, type=Path, help="configuration file")
+    run.add_argument("--reset-state", **reset_state)  # type: ignore[arg-type]
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate a configuration and exit")
@@ -78,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also try mailboxes locked out after a refused password",
     )
+    probe.add_argument("--reset-state", **reset_state)  # type: ignore[arg-type]
     probe.set_defaults(handler=_probe)
     return parser
 
@@ -85,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from monitor.daemon import run_daemon
 
-    asyncio.run(run_daemon(args.config))
+    asyncio.run(run_daemon(args.config, reset_state=args.reset_state))
     return EXIT_OK
 
 
@@ -116,7 +124,9 @@ def _probe(args: argparse.Namespace) -> int:
     selected = _select(config, args.addresses)
     if selected is None:
         return EXIT_USAGE
-    results = asyncio.run(_probe_all(config, selected, force=args.force))
+    results = asyncio.run(
+        _probe_all(config, selected, force=args.force, reset_state=args.reset_state)
+    )
     rows = [
         _row(config, mailbox, outcome) for mailbox, outcome in zip(selected, results, strict=True)
     ]
@@ -140,19 +150,19 @@ def _select(config: Config, wanted: list[str]) -> list[Mailbox] | None:
 
 
 async def _probe_all(
-    config: Config, mailboxes: list[Mailbox], *, force: bool
-) -> list[ProbeResult | LockedOut]:
-    store = await asyncio.to_thread(StateStore.open, config.state.path)
+    config: Config, mailboxes: list[Mailbox], *, force: bool, reset_state: bool
+) -> list[Outcomes]:
+    store = await asyncio.to_thread(StateStore.open, config.state.path, reset=reset_state)
     try:
         credentials = CredentialStore(config.credentials, store.salt())
-        runner = ProbeRunner(config, store, credentials, store.load_lockouts())
+        runner = ProbeRunner(config, store, credentials)
         outcomes = await Scheduler(config, runner, store).sweep(mailboxes, force=force)
         return [outcomes[m.address] for m in mailboxes]
     finally:
         store.close()
 
 
-def _row(config: Config, mailbox: Mailbox, outcome: ProbeResult | LockedOut) -> dict[str, Any]:
+def _row(config: Config, mailbox: Mailbox, outcome: Outcomes) -> dict[str, Any]:
     row: dict[str, Any] = {
         "address": mailbox.address,
         "mailbox": mailbox.local_part,
@@ -167,6 +177,17 @@ def _row(config: Config, mailbox: Mailbox, outcome: ProbeResult | LockedOut) -> 
             "locked_out": True,
             "detail": f"not tried: refused before ({lockout.detail}); "
             "change the credential or use --force",
+            "quota_used_bytes": None,
+            "quota_limit_bytes": None,
+            "quota_source": None,
+        }
+    if isinstance(outcome, Held):
+        return row | {
+            "login_ok": False,
+            "reason": "outcome_unknown",
+            "locked_out": True,
+            "detail": "not tried: the last login with this credential got no answer; held "
+            f"until {_when(outcome.until)} (or change the credential, or use --force)",
             "quota_used_bytes": None,
             "quota_limit_bytes": None,
             "quota_source": None,
@@ -212,6 +233,10 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     for line in lines:
         cells = [str(c).ljust(w) for c, w in zip(line[:-1], widths, strict=True)]
         print("  ".join([*cells, str(line[-1])]).rstrip())
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(timestamp))
 
 
 def _bytes(value: int | None) -> str:

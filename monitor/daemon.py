@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from monitor.config import Config, ConfigError, load_config
 from monitor.credentials import CredentialStore, credential_directory_problems
+from monitor.health import health_report
 from monitor.logs import configure_logging
 from monitor.metrics.collector import BmaCollector, ReloadStatus
 from monitor.metrics.http import HttpEndpoint
@@ -27,7 +28,6 @@ log = structlog.get_logger("bma_monitor.daemon")
 
 IO_THREADS = 2
 GC_THRESHOLDS = (50_000, 20, 10)
-HEARTBEAT_STALE_AFTER = 15.0  # seconds without a scheduler tick before /healthz fails
 
 
 class Daemon:
@@ -37,8 +37,10 @@ class Daemon:
         self.config = config
         self.store = store
         self.reload_status = ReloadStatus(True, time.time())
+        # What a reload cannot change: the values in use, whatever the file says later.
+        self._fixed = {"state.path": str(store.path), "http.listen": config.http.listen}
         credentials = CredentialStore(config.credentials, store.salt())
-        self.runner = ProbeRunner(config, store, credentials, store.load_lockouts())
+        self.runner = ProbeRunner(config, store, credentials)
         self.scheduler = Scheduler(config, self.runner, store)
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -49,40 +51,46 @@ class Daemon:
         self.http = HttpEndpoint(config.http.host, config.http.port, self.metrics, self.health)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy while the scheduler is ticking; servers being down is not the daemon's ill."""
-        view = self.scheduler.view()
-        stale = time.monotonic() - view.heartbeat
-        return stale < HEARTBEAT_STALE_AFTER, {
-            "mailboxes": len(view.mailboxes),
-            "servers_down": sorted(name for name, s in view.servers.items() if not s.up),
-            "in_flight": view.in_flight,
-            "scheduler_idle_seconds": round(stale, 3),
-        }
+        """The /healthz answer."""
+        return health_report(self.scheduler.view(), time.monotonic())
 
     async def reload(self) -> None:
         """Load the config file again and apply it whole, or keep the old one whole."""
         path = self.config.source
         try:
             config = await asyncio.to_thread(load_config, path)
+            credentials = CredentialStore(
+                config.credentials, await asyncio.to_thread(self.store.salt)
+            )
         except ConfigError as exc:
-            self.reload_status = ReloadStatus(False, self.reload_status.last_success_at)
-            log.error("reload_failed", config=str(path), problems=[str(p) for p in exc.problems])
+            self._reload_failed(path, [str(p) for p in exc.problems])
             return
-        for setting, old, new in (
-            ("state.path", self.config.state.path, config.state.path),
-            ("http.listen", self.config.http.listen, config.http.listen),
+        except Exception as exc:
+            # Whatever went wrong, the running configuration stays whole and the metric says so.
+            log.exception("reload_failed_unexpectedly", config=str(path))
+            self._reload_failed(path, [f"{path}: {type(exc).__name__}: {exc}"[:500]])
+            return
+        for setting, configured in (
+            ("state.path", str(config.state.path)),
+            ("http.listen", config.http.listen),
         ):
-            if old != new:
+            if configured != self._fixed[setting]:
                 log.warning(
-                    "reload_needs_restart", setting=setting, running=str(old), configured=str(new)
+                    "reload_needs_restart",
+                    setting=setting,
+                    running=self._fixed[setting],
+                    configured=configured,
                 )
         configure_logging(config.logging.level, config.logging.format)
-        credentials = CredentialStore(config.credentials, self.store.salt())
         self.runner.reconfigure(config, credentials)
         self.scheduler.reconfigure(config)
         self.config = config
         self.reload_status = ReloadStatus(True, time.time())
         log.info("reloaded", config=str(path), mailboxes=len(config.mailboxes))
+
+    def _reload_failed(self, path: Path, problems: list[str]) -> None:
+        self.reload_status = ReloadStatus(False, self.reload_status.last_success_at)
+        log.error("reload_failed", config=str(path), problems=problems)
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
@@ -139,11 +147,11 @@ def tune_runtime() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def run_daemon(config_path: Path) -> None:
+async def run_daemon(config_path: Path, *, reset_state: bool = False) -> None:
     """Load the configuration and serve until stopped (call from a running event loop)."""
     config = load_config(config_path)
     configure_logging(config.logging.level, config.logging.format)
-    store = await asyncio.to_thread(StateStore.open, config.state.path)
+    store = await asyncio.to_thread(StateStore.open, config.state.path, reset=reset_state)
     daemon = Daemon(config, store)
     tune_runtime()
     await daemon.serve()

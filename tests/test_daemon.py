@@ -240,3 +240,56 @@ def test_port_in_use_exits_with_a_clear_error(
     )
     assert done.returncode == 2
     assert f"http error: cannot listen on 127.0.0.1:{daemon_config[1]}" in done.stderr
+
+
+def test_a_reload_that_blows_up_keeps_the_config_and_says_so(
+    daemon: DaemonProcess, dovecot: DovecotServer
+) -> None:
+    """A file nested a thousand levels deep, sent by SIGHUP: reload_failed, metric at 0, and
+    the daemon goes on probing with its running configuration."""
+    eventually(lambda: len(daemon.by_mailbox("bma_mailbox_login_success")) == 4)
+    original = daemon.config.read_text()
+    daemon.config.write_text(original + "deep: " + "{a: " * 1200 + "1" + "}" * 1200 + "\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    eventually(lambda: daemon.samples()["bma_config_last_reload_successful"][0][1] == 0.0)
+    assert daemon.process.poll() is None
+    assert len(daemon.by_mailbox("bma_mailbox_login_success")) == 4
+    assert daemon.stop() == 0
+    assert [e for e in daemon.log_events() if e["event"] == "reload_failed"]
+
+
+def test_a_reload_changes_logging_and_names_the_settings_still_in_use(
+    daemon: DaemonProcess, dovecot: DovecotServer
+) -> None:
+    """A new log level and format take effect at SIGHUP; a setting that needs a restart is
+    reported against the value in use, not the one the last reload read."""
+    eventually(lambda: len(daemon.by_mailbox("bma_mailbox_login_success")) == 4)
+    document = yaml.safe_load(daemon.config.read_text())
+    running = document["http"]["listen"]
+    ports = [free_port(), free_port()]
+    for port in ports:
+        document["http"]["listen"] = f"127.0.0.1:{port}"
+        daemon.config.write_text(yaml.safe_dump(document))
+        daemon.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+    document["logging"] = {"level": "warning", "format": "console"}
+    daemon.config.write_text(yaml.safe_dump(document))
+    for _ in range(2):  # the second reload warns again, now in the new format
+        daemon.process.send_signal(signal.SIGHUP)
+        time.sleep(1.5)  # more than a cycle: info events of the good mailboxes would show
+    assert daemon.stop() == 0
+
+    lines = daemon.stderr_path.read_text().splitlines()
+    json_lines = [json.loads(line) for line in lines if line.startswith("{")]
+    restarts = [e for e in json_lines if e["event"] == "reload_needs_restart"]
+    configured = [f"127.0.0.1:{port}" for port in ports]
+    assert [(e["running"], e["configured"]) for e in restarts] == [
+        (running, configured[0]),
+        (running, configured[1]),
+        (running, configured[1]),  # the reload that changed the logging, still in JSON
+    ]
+    after = lines[len(json_lines) :]
+    assert all(not line.startswith("{") for line in after)
+    assert not [line for line in after if "[info" in line or "[debug" in line]
+    warned = [line for line in after if "reload_needs_restart" in line]
+    assert len(warned) == 1 and f"running={running}" in warned[0]

@@ -9,6 +9,7 @@ from monitor.config import Config
 from monitor.credentials import CredentialStore
 from monitor.probes.result import Protocol, Reason
 from monitor.scheduling.runner import LockedOut, ProbeRunner
+from monitor.state import logins
 from monitor.state.store import StateStore
 from tests import fleet
 from tests.servers.dovecot import DovecotServer
@@ -28,7 +29,7 @@ def runner_for(config: Config, clock: Clock | None = None) -> ProbeRunner:
     """A runner as the daemon builds it, over the config's state file."""
     store = StateStore.open(config.state.path)
     credentials = CredentialStore(config.credentials, store.salt())
-    return ProbeRunner(config, store, credentials, store.load_lockouts(), clock=clock or Clock())
+    return ProbeRunner(config, store, credentials, clock=clock or Clock())
 
 
 def credential_file(config: Config, local: str) -> Path:
@@ -66,7 +67,7 @@ async def test_new_credential_unlocks(dovecot: DovecotServer, tmp_path: Path) ->
     outcome = await runner.run(mailbox, estimate_usage=False)
     assert not isinstance(outcome, LockedOut) and outcome.reason is Reason.OK
     assert runner.lockouts == {}
-    assert StateStore.open(config.state.path).load_lockouts() == {}
+    assert logins.load_lockouts(StateStore.open(config.state.path)) == {}
     assert dovecot.auth_attempts(fleet.address(local)) == 2
 
 

@@ -17,6 +17,7 @@ from monitor.metrics.page import MetricsPage
 from monitor.probes.result import QuotaSource, Reason
 from monitor.scheduling.runner import ProbeRunner
 from monitor.scheduling.scheduler import Scheduler, SkipCause
+from monitor.state import logins
 from monitor.state.store import StateStore
 from tests import fleet
 from tests.servers import scripted_imap
@@ -30,7 +31,7 @@ def scheduler_for(config: Config) -> tuple[Scheduler, StateStore]:
     """A scheduler wired as the daemon wires it."""
     store = StateStore.open(config.state.path)
     credentials = CredentialStore(config.credentials, store.salt())
-    runner = ProbeRunner(config, store, credentials, store.load_lockouts())
+    runner = ProbeRunner(config, store, credentials)
     return Scheduler(config, runner, store), store
 
 
@@ -103,7 +104,7 @@ async def test_cycles_probe_everyone_and_a_wrong_password_once(
     records = store.load_mailboxes()
     assert records[fleet.address(fleet.FULL)].quota is not None
     assert records[fleet.address(bad)].result.reason is Reason.AUTH_FAILED  # type: ignore[union-attr]
-    assert set(store.load_lockouts()) == {(fleet.address(bad), "imap")}
+    assert set(logins.load_lockouts(store)) == {(fleet.address(bad), "imap")}
 
 
 async def test_size_estimate_runs_at_its_own_cadence(

@@ -10,7 +10,7 @@ import pytest
 from monitor.config.model import OutageConfig, QuotaConfig
 from monitor.probes.result import Phase, ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
 from monitor.quota import QuotaLevel, quota_level
-from monitor.scheduling.outage import OutageDetector, is_server_failure
+from monitor.scheduling.outage import Admission, OutageDetector, is_server_failure
 from monitor.scheduling.plan import jittered, slot_offsets
 from monitor.scheduling.ratelimit import RateLimiter
 
@@ -63,17 +63,36 @@ def result(reason: Reason, phase: Phase | None) -> ProbeResult:
     return ProbeResult("ec000001@adm.cfwb.be", Protocol.IMAP, reason, 0.0, {}, phase)
 
 
-def test_only_pre_login_transport_failures_count_against_the_server() -> None:
-    """Refused passwords and slow logins do not make a server look down."""
+def test_server_side_failures_count_against_the_server() -> None:
+    """Unreachable servers and logins that hang count; refused passwords do not."""
     assert is_server_failure(result(Reason.CONNECT_REFUSED, Phase.CONNECT))
     assert is_server_failure(result(Reason.TLS_ERROR, Phase.TLS))
+    # Exchange with its directory unreachable: TCP and greeting fine, LOGIN never answered.
+    assert is_server_failure(result(Reason.TIMEOUT, Phase.LOGIN))
     assert not is_server_failure(result(Reason.AUTH_FAILED, Phase.LOGIN))
-    assert not is_server_failure(result(Reason.TIMEOUT, Phase.LOGIN))
+    assert not is_server_failure(result(Reason.TIMEOUT, Phase.QUOTA))
     assert not is_server_failure(result(Reason.OK, None))
 
 
+def test_login_timeouts_take_a_server_down() -> None:
+    """A server that hangs every LOGIN is marked down like one that refuses connections."""
+    detector = OutageDetector(OutageConfig(min_probes=5, failure_ratio=0.8))
+    tipped = [detector.record(float(t), result(Reason.TIMEOUT, Phase.LOGIN)) for t in range(5)]
+    assert tipped == [False] * 4 + [True]
+
+
+def test_results_that_never_reached_the_server_do_not_dilute_the_window() -> None:
+    """Half the fleet without credentials does not hide a refused-connection outage."""
+    detector = OutageDetector(OutageConfig(min_probes=5, failure_ratio=0.8))
+    for t in range(5):
+        detector.record(float(t), result(Reason.CREDENTIAL_MISSING, None))
+        detector.record(float(t), result(Reason.CONNECT_REFUSED, Phase.CONNECT))
+    assert not detector.up
+
+
 def test_outage_detection_and_backoff() -> None:
-    """Down after enough failures in the window; checks back off; one success brings it up."""
+    """Down after enough failures in the window; checks back off; a passed check lets one
+    trial probe through, and that probe's success brings the server up."""
     detector = OutageDetector(
         OutageConfig(window=60, min_probes=5, failure_ratio=0.8, backoff_initial=10, backoff_max=35)
     )
@@ -88,8 +107,34 @@ def test_outage_detection_and_backoff() -> None:
     assert detector.next_check_at == 34.0
     detector.record_check(34.0, healthy=False)
     assert detector.next_check_at == 69.0  # capped at backoff_max
+    assert detector.admit() is Admission.SKIP
     assert detector.record_check(69.0, healthy=True)
-    assert detector.up and not detector.check_due(1000.0)
+    assert not detector.up and not detector.check_due(1000.0)
+    assert detector.admit() is Admission.TRIAL
+    assert detector.admit() is Admission.SKIP  # one trial at a time
+    assert detector.record_trial(70.0, result(Reason.OK, None))
+    assert detector.up and detector.admit() is Admission.PROBE
+
+
+def test_a_failed_trial_backs_off_again() -> None:
+    """A trial that hangs at LOGIN again keeps the server down and doubles the wait."""
+    detector = OutageDetector(OutageConfig(min_probes=1, backoff_initial=10, backoff_max=100))
+    assert detector.record(0.0, result(Reason.TIMEOUT, Phase.LOGIN))
+    detector.record_check(10.0, healthy=True)
+    assert detector.admit() is Admission.TRIAL
+    assert not detector.record_trial(11.0, result(Reason.TIMEOUT, Phase.LOGIN))
+    assert not detector.up and detector.next_check_at == 31.0
+    assert detector.admit() is Admission.SKIP
+
+
+def test_an_inconclusive_trial_lets_the_next_probe_try() -> None:
+    """A trial that never reached the server (no credential) leaves the trial open."""
+    detector = OutageDetector(OutageConfig(min_probes=1))
+    detector.record(0.0, result(Reason.CONNECT_REFUSED, Phase.CONNECT))
+    detector.record_check(20.0, healthy=True)
+    assert detector.admit() is Admission.TRIAL
+    assert not detector.record_trial(21.0, result(Reason.CREDENTIAL_MISSING, None))
+    assert detector.admit() is Admission.TRIAL
 
 
 def test_scattered_failures_do_not_take_a_server_down() -> None:

@@ -100,6 +100,9 @@ class ProbingConfig(FrozenModel):
     quota_estimate_interval: Seconds = 21600.0
     quota_fetch_chunk: int = Field(default=250, ge=1, le=500)
     auth_retry_after: Seconds | None = 7 * 86400.0  # None: only a new credential unlocks
+    # After a login whose secret was sent but whose outcome is unknown (no answer, crash):
+    # longer than a directory's lock-out observation window, so it cannot add up.
+    unknown_outcome_hold: Seconds = 3600.0
     outage: OutageConfig = OutageConfig()
 
     @model_validator(mode="after")

@@ -86,6 +86,7 @@ class BmaCollector(Collector):
             skipped.add_metric([str(cause)], float(view.skipped.get(cause, 0)))
         yield from (probes, failures, quota_failures, skipped)
 
+        yield from _state_families(view)
         yield GaugeMetricFamily("bma_probes_in_flight", "Probes running now.", value=view.in_flight)
         if view.cycle_seconds is not None:
             yield GaugeMetricFamily(
@@ -129,3 +130,17 @@ class BmaCollector(Collector):
             "Version of the running bma-monitor.",
             value={"version": __version__, "python": platform.python_version()},
         )
+
+
+def _state_families(view: SchedulerView) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Whether what must survive a restart (lock-outs above all) reaches the state file."""
+    yield CounterMetricFamily(
+        "bma_state_write_failures",
+        "Writes to the state file that failed (disk full, read-only, damaged).",
+        value=float(view.state.write.failures),
+    )
+    yield GaugeMetricFamily(
+        "bma_state_unsaved_lockouts",
+        "Lock-outs held in memory only: a restart now would try those refused passwords again.",
+        value=float(view.state.unsaved_lockouts),
+    )

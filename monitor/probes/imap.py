@@ -6,7 +6,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,6 +21,8 @@ from monitor.probes.result import Phase, ProbeResult, Protocol, QuotaReading, Re
 from monitor.probes.timing import PhaseTimer
 
 LOGOUT_TIMEOUT = 5.0
+
+BeforeSecret = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +53,15 @@ async def probe_imap(
     deadline: float,
     usage: UsagePlan,
     clock: Callable[[], float] = time.time,
+    before_secret: BeforeSecret | None = None,
 ) -> ProbeResult:
-    """Log in to one mailbox and read its usage; every failure comes back as a reason."""
-    return await _Run(address, server, secret, context, usage, clock).run(deadline)
+    """Log in to one mailbox and read its usage; every failure comes back as a reason.
+
+    `before_secret` is awaited just before the password is sent; what it raises (the
+    lock-out guard's refusal) ends the probe without sending it and is not caught here.
+    """
+    run = _Run(address, server, secret, context, usage, clock, before_secret)
+    return await run.run(deadline)
 
 
 async def check_imap_server(
@@ -80,8 +88,10 @@ class _Run:
         context: ssl.SSLContext | None,
         usage: UsagePlan,
         clock: Callable[[], float],
+        before_secret: BeforeSecret | None = None,
     ) -> None:
         self.address = address
+        self.before_secret = before_secret
         self.server = server
         self.secret = secret
         self.context = context
@@ -183,6 +193,8 @@ class _Run:
         if "LOGINDISABLED" in session.capabilities:
             raise ReplyError("server refuses LOGIN on this connection (LOGINDISABLED)")
         with self._phase(Phase.LOGIN, self.server.command_timeout):
+            if self.before_secret is not None:
+                await self.before_secret()
             response = await session.login(self.address, self.secret.reveal())
             if response.result != "OK":
                 text = status_text(response.lines)

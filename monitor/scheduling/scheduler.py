@@ -1,9 +1,10 @@
 """The daemon's clock: every mailbox once per interval, spread out, paced and bounded.
 
 Each mailbox has a fixed slot in the cycle (jittered a little each time), so thousands of
-logins never arrive as a burst. A global token bucket caps probes per second, a global
-semaphore caps probes in flight and a per-server one respects the server's connection
-limit. A hung probe holds only its own slot, and only until its deadline.
+logins never arrive as a burst. The dispatcher only starts a task per due mailbox and never
+waits for capacity: each probe first waits for its server's connection slot, then for a
+global slot and the rate limit, so a slow server holds back its own probes only. A hung
+probe holds its slots only until its deadline.
 """
 
 from __future__ import annotations
@@ -13,63 +14,28 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 import structlog
 
 from monitor.config.model import Config, Mailbox
-from monitor.probes.imap import check_imap_server
-from monitor.probes.result import ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
-from monitor.scheduling.outage import OutageDetector, ServerState
+from monitor.probes.result import ProbeResult, Protocol, QuotaSource, Reason
+from monitor.scheduling.limits import Slots
+from monitor.scheduling.outage import Admission, OutageDetector
 from monitor.scheduling.plan import jittered, slot_offsets
 from monitor.scheduling.ratelimit import RateLimiter
-from monitor.scheduling.runner import LockedOut, ProbeRunner
-from monitor.state.store import Lockout, MailboxRecord, StateError, StateStore
+from monitor.scheduling.runner import Held, LockedOut, Outcomes, ProbeRunner
+from monitor.scheduling.server_watch import ServerWatch
+from monitor.scheduling.view import MailboxStatus, SchedulerView, SkipCause, StateHealth
+from monitor.state.store import MailboxRecord, StateError, StateStore
+
+__all__ = ["MailboxStatus", "Scheduler", "SchedulerView", "SkipCause"]
 
 log = structlog.get_logger("bma_monitor.scheduler")
 
 FLUSH_EVERY = 1.0  # seconds between state-file writes of probe results
 CREDENTIALS_EVERY = 60.0  # seconds between re-reads of the credential files
-SERVER_WATCH_EVERY = 1.0
-
-
-class SkipCause(StrEnum):
-    """Why a due probe was not sent."""
-
-    LOCKED_OUT = "locked_out"
-    SERVER_DOWN = "server_down"
-    STILL_RUNNING = "still_running"
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxStatus:
-    """Everything known about one mailbox, replaced whole on each change."""
-
-    mailbox: Mailbox
-    result: ProbeResult | None = None
-    last_success_at: float | None = None
-    quota: QuotaReading | None = None
-    lockout: Lockout | None = None
-    estimated_at: float | None = None  # last size estimate attempted, even if it failed
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerView:
-    """An immutable copy of the scheduler's state, for metrics and health."""
-
-    config: Config
-    mailboxes: dict[str, MailboxStatus]
-    servers: dict[str, ServerState]
-    probes: dict[Protocol, int]
-    failures: dict[tuple[Protocol, Reason], int]
-    quota_failures: int  # logins that worked, then the usage could not be read
-    skipped: dict[SkipCause, int]
-    in_flight: int
-    cycle_seconds: float | None
-    lag_seconds: float
-    heartbeat: float  # monotonic time of the scheduler's last sign of life
 
 
 class Scheduler:
@@ -83,8 +49,10 @@ class Scheduler:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._runner = runner
+        self._sleep = sleep
         self._store = store
         self._clock = clock
         self._rng = rng or random.Random()
@@ -92,6 +60,9 @@ class Scheduler:
         self._replan = False
         self.statuses: dict[str, MailboxStatus] = {}
         self._servers: dict[str, OutageDetector] = {}
+        self._server_slots: dict[str, Slots] = {}
+        self._slots = Slots(config.probing.concurrency)
+        self._rate = RateLimiter(config.probing.rate_limit)
         self._probes: Counter[Protocol] = Counter()
         self._failures: Counter[tuple[Protocol, Reason]] = Counter()
         self._skipped: Counter[SkipCause] = Counter()
@@ -100,8 +71,11 @@ class Scheduler:
         self._dirty: set[str] = set()
         self._cycle_seconds: float | None = None
         self._lag = 0.0
-        self._heartbeat = time.monotonic()
+        self._dispatcher_due = time.monotonic()
         self._reread_credentials = asyncio.Event()
+        self._watch = ServerWatch(
+            lambda: self._config, lambda: self._servers, runner.context, clock
+        )
         self._apply(config, self._restore())
 
     def reconfigure(self, config: Config) -> None:
@@ -120,10 +94,13 @@ class Scheduler:
             failures=dict(self._failures),
             quota_failures=self._quota_failures,
             skipped=dict(self._skipped),
-            in_flight=len(self._running),
+            server_checks=dict(self._watch.checks),
+            server_check_failures=dict(self._watch.failures),
+            in_flight=self._slots.held,
             cycle_seconds=self._cycle_seconds,
             lag_seconds=self._lag,
-            heartbeat=self._heartbeat,
+            dispatcher_due=self._dispatcher_due,
+            state=StateHealth(self._store.write_health(), self._runner.guard.unsaved_lockouts),
         )
 
     async def run(self) -> None:
@@ -133,36 +110,36 @@ class Scheduler:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._flush_forever())
                 group.create_task(self._refresh_credentials_forever())
-                group.create_task(self._watch_servers(group))
+                group.create_task(self._watch.run(group))
                 await self._dispatch_forever(group)
         finally:
             await asyncio.shield(self.flush())
 
     async def sweep(
         self, mailboxes: Sequence[Mailbox] | None = None, *, force: bool = False
-    ) -> dict[str, ProbeResult | LockedOut]:
+    ) -> dict[str, Outcomes]:
         """Probe mailboxes (all by default) once, now, as fast as the limits allow.
 
         Usage is always measured; `force` also tries locked-out mailboxes. Results are
         recorded as in a cycle and saved before returning.
         """
-        outcomes: dict[str, ProbeResult | LockedOut] = {}
+        outcomes: dict[str, Outcomes] = {}
         targets = self._config.mailboxes if mailboxes is None else mailboxes
         await self._runner.refresh_credentials(targets)
         cycle = _Cycle(self._clock())
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             for mailbox in targets:
-                await self._start(
-                    group, mailbox, cycle, loop.time(), _Request(True, force, outcomes)
-                )
+                request = _Request(estimate=True, force=force, outcomes=outcomes)
+                self._start(group, mailbox, cycle, loop.time(), request)
             cycle.dispatched_all = True
         self._cycle_progress(cycle)
         await self.flush()
         return outcomes
 
     async def flush(self) -> None:
-        """Write changed mailbox records to the state file."""
+        """Write changed mailbox records and the guard's pending rows to the state file."""
+        await self._runner.guard.flush()
         if not self._dirty:
             return
         addresses, self._dirty = self._dirty, set()
@@ -208,7 +185,7 @@ class Scheduler:
                     continue  # a reload came during the sleep: this entry may be stale
                 i += 1
                 dispatched.add(mailbox.address)
-                await self._dispatch(group, mailbox, cycle, due=cycle_start + offset)
+                self._dispatch(group, mailbox, cycle, due=cycle_start + offset)
             cycle.dispatched_all = True
             self._cycle_progress(cycle)
             await self._sleep_until(cycle_start + self._config.probing.interval)
@@ -225,19 +202,19 @@ class Scheduler:
         plan.sort(key=lambda entry: entry[0])
         return plan
 
-    async def _dispatch(
+    def _dispatch(
         self, group: asyncio.TaskGroup, mailbox: Mailbox, cycle: _Cycle, due: float
     ) -> None:
-        detector = self._servers[mailbox.server]
         if mailbox.address in self._running:
             self._skip(SkipCause.STILL_RUNNING, mailbox)
             return
-        if not detector.up:
+        admission = self._servers[mailbox.server].admit()
+        if admission is Admission.SKIP:
             self._skip(SkipCause.SERVER_DOWN, mailbox)
             return
-        await self._start(group, mailbox, cycle, due, _Request())
+        self._start(group, mailbox, cycle, due, _Request(trial=admission is Admission.TRIAL))
 
-    async def _start(
+    def _start(
         self,
         group: asyncio.TaskGroup,
         mailbox: Mailbox,
@@ -245,28 +222,22 @@ class Scheduler:
         due: float,
         request: _Request,
     ) -> None:
-        """Wait for the rate limit and a free slot, then start the probe."""
-        # Taken before any wait: a reload during one may replace the semaphores or drop
-        # the server; the probe keeps the ones it was dispatched with.
-        slots, server_slots = self._slots, self._server_slots[mailbox.server]
-        await self._rate.acquire()
-        await slots.acquire()
-        self._lag = max(0.0, asyncio.get_running_loop().time() - due)
+        """Start the probe's task; it waits for its limits itself."""
         self._running.add(mailbox.address)
         cycle.pending += 1
-        group.create_task(self._probe(mailbox, cycle, (slots, server_slots), request))
+        group.create_task(self._probe(mailbox, cycle, due, request))
 
-    async def _probe(
-        self,
-        mailbox: Mailbox,
-        cycle: _Cycle,
-        slots: tuple[asyncio.Semaphore, asyncio.Semaphore],
-        request: _Request,
-    ) -> None:
-        # Both semaphores were picked at dispatch: a reload may replace them meanwhile.
-        global_slots, server_slots = slots
+    async def _probe(self, mailbox: Mailbox, cycle: _Cycle, due: float, request: _Request) -> None:
+        # Taken before any wait. A reload may drop the server before this task starts; the
+        # runner then reports it as no longer configured, so any slot will do.
+        server_slots = self._server_slots.get(mailbox.server) or Slots(1)
+        outcome: Outcomes | None = None
         try:
-            async with server_slots:
+            # The server's slot first: waiting for it must not hold a global slot, or a slow
+            # server capped at one connection would starve every other server.
+            async with server_slots.hold(), self._slots.hold():
+                await self._rate.acquire()
+                self._lag = max(0.0, asyncio.get_running_loop().time() - due)
                 status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
                 estimate = (
                     request.estimate if request.estimate is not None else self._estimate_due(status)
@@ -279,14 +250,13 @@ class Scheduler:
             except Exception:
                 log.exception("record_failed", mailbox=mailbox.local_part)
         finally:
+            if request.trial:
+                self._trial_done(mailbox, outcome)
             self._running.discard(mailbox.address)
-            global_slots.release()
             cycle.pending -= 1
             self._cycle_progress(cycle)
 
-    async def _run_guarded(
-        self, mailbox: Mailbox, estimate: bool, force: bool
-    ) -> ProbeResult | LockedOut:
+    async def _run_guarded(self, mailbox: Mailbox, estimate: bool, force: bool) -> Outcomes:
         """Run a probe; a bug or a runaway probe becomes a result, never a dead daemon."""
         started = self._clock()
         # The probe keeps its own deadlines; this outer one only catches a bug that ignores them.
@@ -327,7 +297,7 @@ class Scheduler:
         )
         return self._clock() - last >= self._config.probing.quota_estimate_interval
 
-    def _record(self, mailbox: Mailbox, outcome: ProbeResult | LockedOut, estimated: bool) -> None:
+    def _record(self, mailbox: Mailbox, outcome: Outcomes, estimated: bool) -> None:
         address = mailbox.address
         status = self.statuses.get(address)
         if status is None or status.mailbox != mailbox:
@@ -335,6 +305,9 @@ class Scheduler:
         if isinstance(outcome, LockedOut):
             self._skip(SkipCause.LOCKED_OUT, mailbox)
             self.statuses[address] = replace(status, lockout=outcome.lockout)
+            return
+        if isinstance(outcome, Held):
+            self._skip(SkipCause.OUTCOME_UNKNOWN, mailbox)
             return
         result = outcome
         self._probes[result.protocol] += 1
@@ -356,6 +329,15 @@ class Scheduler:
             log.error("server_down", server=mailbox.server, error=detector.last_error)
         _log_result(mailbox, result)
 
+    def _trial_done(self, mailbox: Mailbox, outcome: Outcomes | None) -> None:
+        """Report a down server's trial probe: its outcome decides whether the server is up."""
+        detector = self._servers.get(mailbox.server)
+        if detector is None:
+            return
+        result = outcome if isinstance(outcome, ProbeResult) else None
+        if detector.record_trial(self._clock(), result):
+            log.warning("server_up", server=mailbox.server)
+
     def _cycle_progress(self, cycle: _Cycle) -> None:
         if cycle.complete():
             self._cycle_seconds = self._clock() - cycle.started_at
@@ -363,46 +345,6 @@ class Scheduler:
     def _skip(self, cause: SkipCause, mailbox: Mailbox) -> None:
         self._skipped[cause] += 1
         log.debug("probe_skipped", mailbox=mailbox.local_part, cause=str(cause))
-
-    # -- servers ----------------------------------------------------------------------------
-
-    async def _watch_servers(self, group: asyncio.TaskGroup) -> None:
-        checking: set[str] = set()
-        while True:
-            self._heartbeat = time.monotonic()
-            now = self._clock()
-            for name, detector in list(self._servers.items()):
-                if name not in checking and detector.check_due(now):
-                    checking.add(name)
-                    group.create_task(self._check_server(name, detector, checking))
-            await asyncio.sleep(SERVER_WATCH_EVERY)
-
-    async def _check_server(self, name: str, detector: OutageDetector, checking: set[str]) -> None:
-        try:
-            config = self._config
-            server = config.servers.get(name)
-            if server is None:
-                return
-            result = await check_imap_server(
-                server,
-                context=self._runner.context(name),
-                deadline=config.probing.timeout,
-                clock=self._clock,
-            )
-            if detector.record_check(
-                self._clock(), result.login_ok, f"{result.reason}: {result.detail}"
-            ):
-                log.warning("server_up", server=name)
-            else:
-                log.warning(
-                    "server_still_down",
-                    server=name,
-                    reason=str(result.reason),
-                    detail=result.detail,
-                    next_check_at=detector.next_check_at,
-                )
-        finally:
-            checking.discard(name)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -427,23 +369,29 @@ class Scheduler:
             else:
                 statuses[mailbox.address] = MailboxStatus(mailbox, lockout=lockout)
         self.statuses = statuses
+        outage = config.probing.outage
+        for detector in self._servers.values():
+            detector.reconfigure(outage)
         self._servers = {
-            name: self._servers.get(name) or OutageDetector(config.probing.outage)
-            for name in config.servers
+            name: self._servers.get(name) or OutageDetector(outage) for name in config.servers
         }
-        self._server_slots = {
-            name: asyncio.Semaphore(server.max_connections)
-            for name, server in config.servers.items()
-        }
-        self._slots = asyncio.Semaphore(config.probing.concurrency)
-        self._rate = RateLimiter(config.probing.rate_limit)
+        # Resized in place: probes running now hold slots of these very objects.
+        slots: dict[str, Slots] = {}
+        for name, server in config.servers.items():
+            slots[name] = self._server_slots.get(name) or Slots(server.max_connections)
+            slots[name].resize(server.max_connections)
+        self._server_slots = slots
+        self._slots.resize(config.probing.concurrency)
+        self._rate.set_rate(config.probing.rate_limit)
 
     async def _sleep_until(self, when: float) -> None:
         loop = asyncio.get_running_loop()
-        self._heartbeat = time.monotonic()
-        delay = when - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        now = loop.time()
+        # Health reads this: a dispatcher still not back well after it is a stalled one.
+        self._dispatcher_due = max(when, now)
+        if when > now:
+            await self._sleep(when - now)
+        self._dispatcher_due = loop.time()
 
     async def _refresh_credentials_forever(self) -> None:
         while True:
@@ -465,7 +413,8 @@ class _Request:
 
     estimate: bool | None = None  # None: when the estimate cadence says so
     force: bool = False  # try even a locked-out mailbox
-    outcomes: dict[str, ProbeResult | LockedOut] | None = None  # where a sweep collects
+    outcomes: dict[str, Outcomes] | None = None  # where a sweep collects
+    trial: bool = False  # the probe that decides whether a down server is back
 
 
 class _Cycle:

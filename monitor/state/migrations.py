@@ -22,4 +22,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (address, protocol)
         )""",
     ),
+    (
+        # A login attempt is written before its secret is sent and removed once its outcome
+        # is known; a row left behind (crash, timeout after the secret) holds the next try.
+        # `credential` names the secret's source and its file identity, never the secret.
+        """CREATE TABLE login_attempt (
+            address TEXT NOT NULL,
+            protocol TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            PRIMARY KEY (address, protocol)
+        )""",
+    ),
 )

@@ -6,41 +6,36 @@ lock, and WAL mode lets `bma-monitor probe` use the file while the daemon runs.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from monitor.probes.result import ProbeResult, Protocol, QuotaReading, Reason
+from monitor.probes.result import ProbeResult, QuotaReading
 from monitor.state.codec import (
     quota_from_json,
     quota_to_json,
     result_from_json,
     result_to_json,
 )
-from monitor.state.migrations import MIGRATIONS
+from monitor.state.opening import StateError, StateUnreadable, connect
 
 T = TypeVar("T")
 
-
-class StateError(Exception):
-    """The state file cannot be opened or written."""
+__all__ = ["MailboxRecord", "StateError", "StateStore", "StateUnreadable", "WriteHealth"]
 
 
 @dataclass(frozen=True, slots=True)
-class Lockout:
-    """A mailbox whose credential was refused for good: no attempt until it changes."""
+class WriteHealth:
+    """Whether the last write reached the file, and how many failed so far."""
 
-    address: str
-    protocol: Protocol
-    reason: Reason
-    since: float
-    fingerprint: str  # scrypt of the refused secret; tells a new secret from the old one
-    detail: str = ""
+    writable: bool
+    failures: int
+    last_error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,49 +54,74 @@ class StateStore:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self._lock = threading.Lock()
+        self._data_version: int | None = None
+        self._write_failures = 0
+        self._last_write_error = ""
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> StateStore:
-        """Open (creating and migrating as needed) the state file at `path`."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                path, timeout=10.0, check_same_thread=False, isolation_level=None
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=10000")
-            migrate(connection)
-        except (OSError, sqlite3.Error) as exc:
-            raise StateError(f"cannot open state file {path}: {exc}") from exc
-        if path.exists():
-            os.chmod(path, 0o600)  # it holds password fingerprints
-        return cls(connection, path)
+    def open(cls, path: Path, *, reset: bool = False) -> StateStore:
+        """Open (creating and migrating as needed) the state file at `path`.
+
+        An existing file that cannot be used raises StateUnreadable, unless `reset` moves
+        it aside first.
+        """
+        return cls(connect(path, reset=reset), path)
 
     def close(self) -> None:
         """Close the file."""
         with self._lock:
             self._db.close()
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads; SQLite errors become StateError."""
+        try:
+            with self._lock:
+                yield self._db
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one write transaction, committed at the end of the block."""
+        try:
+            with self._lock, self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+        except sqlite3.Error as exc:
+            self._write_failures += 1
+            self._last_write_error = str(exc)
+            raise StateError(f"cannot write state file {self.path}: {exc}") from exc
+        self._last_write_error = ""
+
+    def write_health(self) -> WriteHealth:
+        """How writing has gone (safe to call from any thread)."""
+        error = self._last_write_error
+        return WriteHealth(not error, self._write_failures, error)
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection (another process) committed since the last call."""
+        with self.reading() as db:
+            version = int(db.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
     def salt(self) -> bytes:
         """This installation's random salt for credential fingerprints."""
-        with self._lock, self._db:
-            row = self._db.execute(
-                "SELECT value FROM meta WHERE key = 'fingerprint_salt'"
-            ).fetchone()
+        with self.writing() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'fingerprint_salt'").fetchone()
             if row is not None:
                 return bytes(row[0])
             salt = secrets.token_bytes(16)
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES ('fingerprint_salt', ?)", (salt,)
-            )
+            db.execute("INSERT INTO meta (key, value) VALUES ('fingerprint_salt', ?)", (salt,))
             return salt
 
     def load_mailboxes(self) -> dict[str, MailboxRecord]:
         """Every stored mailbox record, by address."""
-        with self._lock:
-            rows = self._db.execute(
+        with self.reading() as db:
+            rows = db.execute(
                 "SELECT address, last_result, last_success_at, quota FROM mailbox"
             ).fetchall()
         return {
@@ -127,7 +147,7 @@ class StateStore:
         ]
         if not rows:
             return
-        self._write(
+        self.write_many(
             "INSERT INTO mailbox (address, last_result, last_success_at, quota) "
             "VALUES (?, ?, ?, ?) "
             "ON CONFLICT(address) DO UPDATE SET last_result = excluded.last_result, "
@@ -135,51 +155,10 @@ class StateStore:
             rows,
         )
 
-    def load_lockouts(self) -> dict[tuple[str, Protocol], Lockout]:
-        """Every lock-out in force, by (address, protocol)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT address, protocol, reason, since, fingerprint, detail FROM lockout"
-            ).fetchall()
-        out = {}
-        for address, protocol, reason, since, fingerprint, detail in rows:
-            lockout = Lockout(
-                address, Protocol(protocol), Reason(reason), since, fingerprint, detail
-            )
-            out[(address, lockout.protocol)] = lockout
-        return out
-
-    def save_lockout(self, lockout: Lockout) -> None:
-        """Record a lock-out durably before any further attempt can be made."""
-        self._write(
-            "INSERT OR REPLACE INTO lockout "
-            "(address, protocol, reason, since, fingerprint, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    lockout.address,
-                    str(lockout.protocol),
-                    str(lockout.reason),
-                    lockout.since,
-                    lockout.fingerprint,
-                    lockout.detail,
-                )
-            ],
-        )
-
-    def clear_lockout(self, address: str, protocol: Protocol) -> None:
-        """Forget a lock-out: the credential changed or was accepted."""
-        self._write(
-            "DELETE FROM lockout WHERE address = ? AND protocol = ?", [(address, str(protocol))]
-        )
-
-    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-        try:
-            with self._lock, self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write state file {self.path}: {exc}") from exc
+    def write_many(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """Run one statement for every row, in one transaction."""
+        with self.writing() as db:
+            db.executemany(sql, rows)
 
 
 def _decoded(decode: Callable[[str], T], text: str | None) -> T | None:
@@ -190,24 +169,3 @@ def _decoded(decode: Callable[[str], T], text: str | None) -> T | None:
         return decode(text)
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def migrate(connection: sqlite3.Connection) -> int:
-    """Bring the schema up to date; returns the version reached."""
-    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-    if version > len(MIGRATIONS):
-        raise StateError(
-            f"state file has schema version {version}, newer than this bma-monitor "
-            f"understands ({len(MIGRATIONS)}); refusing to touch it"
-        )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in script:
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {number}")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-    return len(MIGRATIONS)

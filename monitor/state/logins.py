@@ -1,0 +1,157 @@
+"""The login guard's tables: lock-outs and attempts whose outcome is not known yet.
+
+Both are shared by every process using the state file (the daemon and `bma-monitor
+probe`): an attempt is reserved in one write transaction that first reads both tables, so
+two processes can never both send a credential that one of them saw refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from monitor.probes.result import Protocol, Reason
+from monitor.state.store import StateStore
+
+Key = tuple[str, Protocol]  # (address, protocol)
+
+
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """A mailbox whose credential was refused for good: no attempt until it changes."""
+
+    address: str
+    protocol: Protocol
+    reason: Reason
+    since: float
+    fingerprint: str  # scrypt of the refused secret; tells a new secret from the old one
+    detail: str = ""
+
+    @property
+    def key(self) -> Key:
+        """(address, protocol)."""
+        return (self.address, self.protocol)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A login whose secret is about to be, or was, sent, and whose outcome is not known."""
+
+    address: str
+    protocol: Protocol
+    credential: str  # the secret's source and file identity (see Credential.identity)
+    started_at: float
+
+    @property
+    def key(self) -> Key:
+        """(address, protocol)."""
+        return (self.address, self.protocol)
+
+
+# Given the current lock-out and attempt rows of a key, whether to reserve an attempt.
+Decide = Callable[[Lockout | None, Attempt | None], bool]
+
+
+def load_lockouts(store: StateStore) -> dict[Key, Lockout]:
+    """Every lock-out in force."""
+    with store.reading() as db:
+        rows = db.execute(
+            "SELECT address, protocol, reason, since, fingerprint, detail FROM lockout"
+        ).fetchall()
+    return {
+        (address, Protocol(protocol)): Lockout(
+            address, Protocol(protocol), Reason(reason), since, fingerprint, detail
+        )
+        for address, protocol, reason, since, fingerprint, detail in rows
+    }
+
+
+def load_attempts(store: StateStore) -> dict[Key, Attempt]:
+    """Every attempt whose outcome was never recorded."""
+    with store.reading() as db:
+        rows = db.execute(
+            "SELECT address, protocol, credential, started_at FROM login_attempt"
+        ).fetchall()
+    return {
+        (address, Protocol(protocol)): Attempt(address, Protocol(protocol), credential, started)
+        for address, protocol, credential, started in rows
+    }
+
+
+def reserve(
+    store: StateStore,
+    requests: Sequence[tuple[Attempt, Decide]],
+    resolved: Iterable[Key] = (),
+    lockouts: Iterable[Lockout] = (),
+) -> list[tuple[bool, Lockout | None, Attempt | None]]:
+    """In one transaction: forget `resolved` attempts, save `lockouts`, then for each
+    request read its rows, ask `decide`, and record the attempt if it says yes.
+
+    Returns, per request, whether it was reserved and the rows that were found.
+    """
+    out: list[tuple[bool, Lockout | None, Attempt | None]] = []
+    with store.writing() as db:
+        db.executemany(
+            "DELETE FROM login_attempt WHERE address = ? AND protocol = ?",
+            [(a, str(p)) for a, p in resolved],
+        )
+        for refused in lockouts:
+            _save_lockout(db, refused)
+        for attempt, decide in requests:
+            key = (attempt.address, str(attempt.protocol))
+            row = db.execute(
+                "SELECT reason, since, fingerprint, detail FROM lockout "
+                "WHERE address = ? AND protocol = ?",
+                key,
+            ).fetchone()
+            lockout = None
+            if row is not None:
+                lockout = Lockout(attempt.address, attempt.protocol, Reason(row[0]), *row[1:])
+            row = db.execute(
+                "SELECT credential, started_at FROM login_attempt "
+                "WHERE address = ? AND protocol = ?",
+                key,
+            ).fetchone()
+            pending = None if row is None else Attempt(attempt.address, attempt.protocol, *row)
+            go = decide(lockout, pending)
+            if go:
+                db.execute(
+                    "INSERT OR REPLACE INTO login_attempt "
+                    "(address, protocol, credential, started_at) VALUES (?, ?, ?, ?)",
+                    (*key, attempt.credential, attempt.started_at),
+                )
+            out.append((go, lockout, pending))
+    return out
+
+
+def record_refusal(store: StateStore, lockout: Lockout) -> None:
+    """Save a lock-out and forget the attempt it ends, in one transaction."""
+    with store.writing() as db:
+        _save_lockout(db, lockout)
+
+
+def clear_lockout(store: StateStore, key: Key) -> None:
+    """Forget a lock-out: the credential changed or was accepted."""
+    store.write_many(
+        "DELETE FROM lockout WHERE address = ? AND protocol = ?", [(key[0], str(key[1]))]
+    )
+
+
+def _save_lockout(db: sqlite3.Connection, lockout: Lockout) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO lockout (address, protocol, reason, since, fingerprint, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            lockout.address,
+            str(lockout.protocol),
+            str(lockout.reason),
+            lockout.since,
+            lockout.fingerprint,
+            lockout.detail,
+        ),
+    )
+    db.execute(
+        "DELETE FROM login_attempt WHERE address = ? AND protocol = ?",
+        (lockout.address, str(lockout.protocol)),
+    )
