@@ -21,6 +21,9 @@ _UNSENDABLE = re.compile(r"[\r\n\x00]")
 # from filling the daemon's memory.
 MAX_SECRET_BYTES = 4096
 
+# Groups of warnings longer than this end in a count, so 10,000 mailboxes give a screenful.
+PROBLEMS_SHOWN = 10
+
 _NOT_REGULAR = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a FIFO",
@@ -226,12 +229,46 @@ def _strip_line_end(text: str) -> str:
 
 
 def credential_directory_problems(directory: Path | None) -> list[str]:
-    """Warnings about a credentials directory others could read."""
+    """Warnings about a credentials directory, or credential files in it, others could read."""
     if directory is None or not directory.is_dir():
         return [] if directory is None else [f"credentials directory {directory} does not exist"]
+    problems = []
     mode = directory.stat().st_mode
     if mode & 0o007:
-        return [
+        problems.append(
             f"credentials directory {directory} is accessible to all users (mode {mode & 0o777:o})"
-        ]
-    return []
+        )
+    return problems + credential_file_problems(directory)
+
+
+def credential_file_problems(directory: Path | None) -> list[str]:
+    """Warnings naming credential files that group or others may read or write."""
+    if directory is None:
+        return []
+    suffixes = tuple(f".{kind}" for kind in SecretKind)
+    exposed: list[tuple[str, int]] = []
+    try:
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return []  # credential_directory_problems says what is wrong with the directory
+    for entry in entries:
+        if not entry.name.endswith(suffixes):
+            continue
+        try:
+            # The mode that matters is the linked file's: Kubernetes mounts secrets as links.
+            mode = entry.stat().st_mode
+        except OSError:
+            continue  # a dangling link holds no secret; lookups report it
+        if stat.S_ISREG(mode) and mode & 0o077:
+            exposed.append((entry.path, stat.S_IMODE(mode)))
+    problems = [
+        f"credential file {path} can be read or written by group or others (mode {mode:o})"
+        for path, mode in exposed[:PROBLEMS_SHOWN]
+    ]
+    if len(exposed) > PROBLEMS_SHOWN:
+        problems.append(
+            f"... and {len(exposed) - PROBLEMS_SHOWN} more credential files in {directory} "
+            "that group or others can read or write"
+        )
+    return problems

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from monitor.cli import EXIT_OK, main
 from monitor.config.model import CredentialsConfig
 from monitor.credentials import (
     Credential,
     CredentialMissing,
     CredentialStore,
     SecretKind,
+    credential_directory_problems,
 )
 from tests import fleet
 
@@ -133,3 +135,95 @@ def test_linked_file_is_read_and_followed_when_the_link_moves(directory: Path) -
     (directory / "..next").replace(directory / "..data")  # Kubernetes' atomic swap
     second = store.lookup(ADDRESS, SecretKind.IMAP, first)
     assert isinstance(second, Credential) and second.secret.reveal() == "second-secret"
+
+
+def test_check_says_why_each_credential_is_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` gives each unusable credential's reason, and never the secret itself."""
+    locals_ = [fleet.EMPTY, fleet.FULL, fleet.NEARLY_FULL, fleet.FOLDERS, fleet.UNLIMITED]
+    path = fleet.write_config(tmp_path, None, "none", locals_, port=143)
+    credentials = tmp_path / "credentials"
+    file = {local: credentials / f"{fleet.address(local)}.imap" for local in locals_}
+    file[fleet.EMPTY].write_text("\n")
+    file[fleet.FULL].write_text(f"{fleet.password(fleet.FULL)}\nsecond line\n")
+    file[fleet.NEARLY_FULL].unlink()
+    monkeypatch.delenv("BMA_SECRET_EC000002_IMAP", raising=False)
+    file[fleet.FOLDERS].unlink()
+    file[fleet.FOLDERS].mkdir()
+    assert main(["check", "--config", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "warning: 4 mailbox(es) have no usable IMAP credential:" in out
+    lines = out.splitlines()
+    for local, reason in (
+        (fleet.EMPTY, f"{file[fleet.EMPTY]} is empty"),
+        (fleet.FULL, f"{file[fleet.FULL]} holds a line break or NUL, which IMAP cannot send"),
+        (
+            fleet.NEARLY_FULL,
+            f"no file {file[fleet.NEARLY_FULL]} and $BMA_SECRET_EC000002_IMAP is not set",
+        ),
+        (fleet.FOLDERS, f"{file[fleet.FOLDERS]} is a directory, not a regular file"),
+    ):
+        assert f"  {fleet.address(local)}: {reason}" in lines
+    assert not [line for line in lines if line.startswith(f"  {fleet.address(fleet.UNLIMITED)}")]
+    assert fleet.password(fleet.FULL) not in out and "Sekret" not in out
+
+
+def test_check_lists_ten_unusable_credentials_then_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thousands of missing credentials give a screenful, not thousands of lines."""
+    locals_ = list(fleet.SPARES[:13])
+    path = fleet.write_config(tmp_path, None, "none", locals_, port=143)
+    for local in locals_:
+        (tmp_path / "credentials" / f"{fleet.address(local)}.imap").write_text("")
+    assert main(["check", "--config", str(path)]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("warning: 13 mailbox(es) have no usable IMAP credential:")
+    shown = lines[start + 1 : start + 11]
+    assert [line.split(":")[0].strip() for line in shown] == [
+        fleet.address(local) for local in locals_[:10]
+    ]
+    assert lines[start + 11] == "  ... and 3 more"
+
+
+def test_check_warns_about_credential_files_others_can_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A credential file with group or other permission bits is named with its mode."""
+    locals_ = [fleet.EMPTY, fleet.FULL, fleet.FOLDERS]
+    path = fleet.write_config(tmp_path, None, "none", locals_, port=143)
+    credentials = tmp_path / "credentials"
+    for local in locals_:
+        (credentials / f"{fleet.address(local)}.imap").chmod(0o600)
+    (credentials / f"{fleet.address(fleet.FULL)}.imap").chmod(0o640)
+    (credentials / f"{fleet.address(fleet.FOLDERS)}.imap").chmod(0o602)
+    assert main(["check", "--config", str(path)]) == EXIT_OK
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "credential file" in line]
+    assert warnings == [
+        f"warning: credential file {credentials / fleet.address(fleet.FULL)}.imap "
+        "can be read or written by group or others (mode 640)",
+        f"warning: credential file {credentials / fleet.address(fleet.FOLDERS)}.imap "
+        "can be read or written by group or others (mode 602)",
+    ]
+
+
+def test_daemon_start_warnings_name_exposed_files_through_links(directory: Path) -> None:
+    """The warnings the daemon logs at start follow links to the file's own mode, and stay short."""
+    target = directory / "..data"
+    target.mkdir(mode=0o700)
+    for n in range(12):
+        name = f"{fleet.address(fleet.SPARES[n])}.imap"
+        (target / name).write_text("secret\n")
+        (target / name).chmod(0o644)
+        (directory / name).symlink_to(f"..data/{name}")
+    (target / "unrelated.txt").write_text("not a credential\n")
+    problems = credential_directory_problems(directory)
+    assert problems[0] == (
+        f"credential file {directory / fleet.address(fleet.SPARES[0])}.imap "
+        "can be read or written by group or others (mode 644)"
+    )
+    assert len(problems) == 11
+    assert problems[-1] == (
+        f"... and 2 more credential files in {directory} that group or others can read or write"
+    )
