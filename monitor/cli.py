@@ -14,6 +14,7 @@ from typing import Any
 from monitor import __version__
 from monitor.config import Config, ConfigError, Mailbox, load_config
 from monitor.credentials import (
+    PROBLEMS_SHOWN,
     CredentialMissing,
     CredentialStore,
     SecretKind,
@@ -100,11 +101,11 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = CredentialStore(config.credentials, salt=b"")
-    missing = [
-        m.address
-        for m in config.mailboxes
-        if isinstance(store.lookup(m.address, SecretKind.IMAP), CredentialMissing)
-    ]
+    missing: list[tuple[str, CredentialMissing]] = []
+    for mailbox in config.mailboxes:
+        found = store.lookup(mailbox.address, SecretKind.IMAP)
+        if isinstance(found, CredentialMissing):
+            missing.append((mailbox.address, found))
     kinds = {kind: sum(1 for m in config.mailboxes if m.kind == kind) for kind in ("ec", "po")}
     print(
         f"{config.source}: valid; {len(config.mailboxes)} mailboxes "
@@ -113,8 +114,12 @@ def _check(args: argparse.Namespace) -> int:
     for problem in credential_directory_problems(config.credentials.directory):
         print(f"warning: {problem}")
     if missing:
-        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        print(f"warning: {len(missing)} mailbox(es) have no IMAP credential: {shown}")
+        # The detail names the file or variable and what is wrong with it, never the secret.
+        print(f"warning: {len(missing)} mailbox(es) have no usable IMAP credential:")
+        for address, why in missing[:PROBLEMS_SHOWN]:
+            print(f"  {address}: {why.detail}")
+        if len(missing) > PROBLEMS_SHOWN:
+            print(f"  ... and {len(missing) - PROBLEMS_SHOWN} more")
     return EXIT_OK
 
 

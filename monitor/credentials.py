@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,6 +15,22 @@ from monitor.config.model import CredentialsConfig
 
 # A quoted IMAP string cannot carry these; a password holding one was mis-written.
 _UNSENDABLE = re.compile(r"[\r\n\x00]")
+
+# Active Directory passwords (Exchange's) are at most 256 characters, 1 KiB in UTF-8: a
+# bigger file is not a password (a key, a log, a device), and a cap keeps one such file
+# from filling the daemon's memory.
+MAX_SECRET_BYTES = 4096
+
+# Groups of warnings longer than this end in a count, so 10,000 mailboxes give a screenful.
+PROBLEMS_SHOWN = 10
+
+_NOT_REGULAR = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 class SecretKind(StrEnum):
@@ -99,16 +116,17 @@ class CredentialStore:
         if self._directory is not None:
             path = self._directory / f"{address}.{kind}"
             try:
-                stat = path.stat()
+                # stat() follows symlinks (a Kubernetes secret mount is made of them) and never
+                # opens the file, so a FIFO or a device can neither block it nor feed it.
+                found = path.stat()
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 return CredentialMissing(f"{path}: {exc.strerror}")
             else:
-                version = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-                if isinstance(known, Credential) and known.version == version:
+                if isinstance(known, Credential) and known.version == _version(found):
                     return known
-                return _read_file(path, version)
+                return _not_regular(path, found) or _read_file(path)
         name = self.variable_name(address, kind)
         value = os.environ.get(name, "")
         if value:
@@ -137,17 +155,59 @@ class CredentialStore:
         return digest.hex()
 
 
-def _read_file(path: Path, version: tuple[int, ...]) -> Credential | CredentialMissing:
-    """A secret from its file, checked for what IMAP can send."""
+def _read_file(path: Path) -> Credential | CredentialMissing:
+    """A secret from its file, if it is a small regular file holding what IMAP can send."""
     try:
-        value = _strip_line_end(path.read_bytes().decode("utf-8"))
+        # Non-blocking, so that a file swapped for a FIFO since stat() cannot hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         return CredentialMissing(f"{path}: {exc.strerror}")
+    try:
+        opened = os.fstat(fd)
+        refusal = _not_regular(path, opened)
+        if refusal is not None:
+            return refusal
+        data = _read_at_most(fd, MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        return CredentialMissing(f"{path}: {exc.strerror}")
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_BYTES:
+        return CredentialMissing(f"{path} is larger than {MAX_SECRET_BYTES} bytes")
+    try:
+        # utf-8-sig drops one leading byte-order mark, which Windows editors write.
+        value = _strip_line_end(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
         return CredentialMissing(f"{path} is not UTF-8 text")
     if not value:
         return CredentialMissing(f"{path} is empty")
-    return _credential(value, str(path), version)
+    return _credential(value, str(path), _version(opened))
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes from the start of an open file."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _version(found: os.stat_result) -> tuple[int, ...]:
+    """What changes when a credential file is rewritten or replaced."""
+    return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_size)
+
+
+def _not_regular(path: Path, found: os.stat_result) -> CredentialMissing | None:
+    """A refusal for anything but a regular file: reading a FIFO blocks, a device never ends."""
+    if stat.S_ISREG(found.st_mode):
+        return None
+    kind = _NOT_REGULAR.get(stat.S_IFMT(found.st_mode), "not a file")
+    return CredentialMissing(f"{path} is {kind}, not a regular file")
 
 
 def _credential(
@@ -169,12 +229,46 @@ def _strip_line_end(text: str) -> str:
 
 
 def credential_directory_problems(directory: Path | None) -> list[str]:
-    """Warnings about a credentials directory others could read."""
+    """Warnings about a credentials directory, or credential files in it, others could read."""
     if directory is None or not directory.is_dir():
         return [] if directory is None else [f"credentials directory {directory} does not exist"]
+    problems = []
     mode = directory.stat().st_mode
     if mode & 0o007:
-        return [
+        problems.append(
             f"credentials directory {directory} is accessible to all users (mode {mode & 0o777:o})"
-        ]
-    return []
+        )
+    return problems + credential_file_problems(directory)
+
+
+def credential_file_problems(directory: Path | None) -> list[str]:
+    """Warnings naming credential files that group or others may read or write."""
+    if directory is None:
+        return []
+    suffixes = tuple(f".{kind}" for kind in SecretKind)
+    exposed: list[tuple[str, int]] = []
+    try:
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return []  # credential_directory_problems says what is wrong with the directory
+    for entry in entries:
+        if not entry.name.endswith(suffixes):
+            continue
+        try:
+            # The mode that matters is the linked file's: Kubernetes mounts secrets as links.
+            mode = entry.stat().st_mode
+        except OSError:
+            continue  # a dangling link holds no secret; lookups report it
+        if stat.S_ISREG(mode) and mode & 0o077:
+            exposed.append((entry.path, stat.S_IMODE(mode)))
+    problems = [
+        f"credential file {path} can be read or written by group or others (mode {mode:o})"
+        for path, mode in exposed[:PROBLEMS_SHOWN]
+    ]
+    if len(exposed) > PROBLEMS_SHOWN:
+        problems.append(
+            f"... and {len(exposed) - PROBLEMS_SHOWN} more credential files in {directory} "
+            "that group or others can read or write"
+        )
+    return problems

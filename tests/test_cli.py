@@ -94,7 +94,8 @@ def test_check_valid(
     assert main(["check", "--config", str(path)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "valid; 2 mailboxes (2 ec, 0 po) on 1 server(s)" in out
-    assert f"1 mailbox(es) have no IMAP credential: {fleet.address(fleet.FULL)}" in out
+    assert "warning: 1 mailbox(es) have no usable IMAP credential:" in out
+    assert f"  {fleet.address(fleet.FULL)}: no file " in out
 
 
 def test_check_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
