@@ -114,7 +114,8 @@ class Daemon:
             listen=f"{self.config.http.host}:{self.http.port}",
             state=str(self.store.path),
         )
-        for problem in credential_directory_problems(self.config.credentials.directory):
+        directory = self.config.credentials.directory
+        for problem in await asyncio.to_thread(credential_directory_problems, directory):
             log.warning("credentials_directory", problem=problem)
         scheduler = loop.create_task(self.scheduler.run())
         stopping = loop.create_task(stop.wait())

@@ -86,7 +86,9 @@ def write_config(
     passwords = passwords or {}
     for local in locals_:
         secret = passwords.get(local, password(local))
-        (credentials / f"{address(local)}.imap").write_text(secret + "\n")
+        path = credentials / f"{address(local)}.imap"
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
     if port is None:
         assert server is not None
         port = server.imaps_port if tls == "implicit" else server.imap_port
