@@ -13,6 +13,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, Mailbox, load_config
+from monitor.config.model import QuotaConfig
 from monitor.credentials import (
     PROBLEMS_SHOWN,
     CredentialMissing,
@@ -22,7 +23,9 @@ from monitor.credentials import (
 )
 from monitor.logs import configure_logging
 from monitor.metrics.http import EndpointError
-from monitor.quota import effective_limit, quota_level, usage_ratio
+from monitor.probes.result import QuotaReading
+from monitor.quota import quota_level, usage_ratio
+from monitor.scheduling.events import quota_fields
 from monitor.scheduling.runner import Held, LockedOut, Outcomes, ProbeRunner
 from monitor.scheduling.scheduler import Scheduler
 from monitor.state.store import StateError, StateStore
@@ -30,6 +33,7 @@ from monitor.state.store import StateError, StateStore
 EXIT_OK = 0
 EXIT_PROBE_FAILED = 1
 EXIT_USAGE = 2  # bad configuration, unknown mailbox, unusable state file
+HELD_REASON = "outcome_unknown"  # shown for a mailbox the lock-out guard holds back
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,9 +136,7 @@ def _probe(args: argparse.Namespace) -> int:
     results = asyncio.run(
         _probe_all(config, selected, force=args.force, reset_state=args.reset_state)
     )
-    rows = [
-        _row(config, mailbox, outcome) for mailbox, outcome in zip(selected, results, strict=True)
-    ]
+    rows = [_row(config, mailbox, *found) for mailbox, found in zip(selected, results, strict=True)]
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
@@ -156,92 +158,118 @@ def _select(config: Config, wanted: list[str]) -> list[Mailbox] | None:
 
 async def _probe_all(
     config: Config, mailboxes: list[Mailbox], *, force: bool, reset_state: bool
-) -> list[Outcomes]:
+) -> list[tuple[Outcomes, QuotaReading | None]]:
+    """Each mailbox's outcome, with the last usage known for it (from the state file too)."""
     store = await asyncio.to_thread(StateStore.open, config.state.path, reset=reset_state)
     try:
         credentials = CredentialStore(config.credentials, store.salt())
         runner = ProbeRunner(config, store, credentials)
-        outcomes = await Scheduler(config, runner, store).sweep(mailboxes, force=force)
-        return [outcomes[m.address] for m in mailboxes]
+        scheduler = Scheduler(config, runner, store)
+        outcomes = await scheduler.sweep(mailboxes, force=force)
+        statuses = scheduler.view().mailboxes
+        return [(outcomes[m.address], statuses[m.address].quota) for m in mailboxes]
     finally:
         store.close()
 
 
-def _row(config: Config, mailbox: Mailbox, outcome: Outcomes) -> dict[str, Any]:
-    row: dict[str, Any] = {
+def _row(
+    config: Config,
+    mailbox: Mailbox,
+    outcome: Outcomes,
+    last_quota: QuotaReading | None,
+) -> dict[str, Any]:
+    """One JSON row; every outcome fills the same keys, null where they do not apply."""
+    held_until: float | None = None
+    if isinstance(outcome, LockedOut):
+        lockout = outcome.lockout
+        probed, reason = None, str(lockout.reason)
+        detail = (
+            f"not tried: refused before ({lockout.detail}); change the credential or use --force"
+        )
+        reading = last_quota  # nothing was measured now: the last reading is the best known
+    elif isinstance(outcome, Held):
+        probed, reason, held_until, reading = None, HELD_REASON, outcome.until, last_quota
+        detail = (
+            "not tried: the last login with this credential got no answer, and the server may "
+            f"have counted it; held until {_when(outcome.until)} (or change the credential, "
+            "or use --force)"
+        )
+    else:
+        probed, reason, detail, reading = (
+            outcome,
+            str(outcome.reason),
+            outcome.detail,
+            outcome.quota,
+        )
+    return {
         "address": mailbox.address,
         "mailbox": mailbox.local_part,
         "kind": str(mailbox.kind),
         "server": mailbox.server,
+        "login_ok": probed is not None and probed.login_ok,
+        "reason": reason,
+        "locked_out": isinstance(outcome, LockedOut),
+        "held_until": held_until,
+        "detail": detail,
+        **_quota_columns(reading, config.quota),
+        "quota_error": (probed.quota_error or None) if probed else None,
+        "duration_seconds": round(probed.total_seconds, 4) if probed else None,
     }
-    if isinstance(outcome, LockedOut):
-        lockout = outcome.lockout
-        return row | {
-            "login_ok": False,
-            "reason": str(lockout.reason),
-            "locked_out": True,
-            "detail": f"not tried: refused before ({lockout.detail}); "
-            "change the credential or use --force",
-            "quota_used_bytes": None,
-            "quota_limit_bytes": None,
-            "quota_source": None,
-        }
-    if isinstance(outcome, Held):
-        return row | {
-            "login_ok": False,
-            "reason": "outcome_unknown",
-            "locked_out": True,
-            "detail": "not tried: the last login with this credential got no answer; held "
-            f"until {_when(outcome.until)} (or change the credential, or use --force)",
-            "quota_used_bytes": None,
-            "quota_limit_bytes": None,
-            "quota_source": None,
-        }
-    quota = outcome.quota
-    row |= {
-        "login_ok": outcome.login_ok,
-        "reason": str(outcome.reason),
-        "locked_out": False,
-        "detail": outcome.detail,
-        "quota_used_bytes": quota.used_bytes if quota else None,
-        "quota_limit_bytes": effective_limit(quota, config.quota) if quota else None,
-        "quota_server_limit_bytes": quota.limit_bytes if quota else None,
-        "quota_source": str(quota.source) if quota else None,
-        "quota_usage_ratio": round(usage_ratio(quota, config.quota), 4) if quota else None,
-        "quota_level": str(quota_level(quota, config.quota)) if quota else None,
-        "quota_error": outcome.quota_error or None,
-        "duration_seconds": round(outcome.total_seconds, 4),
+
+
+_QUOTA_COLUMNS = (
+    "quota_used_bytes",
+    "quota_limit_bytes",
+    "quota_server_limit_bytes",
+    "quota_source",
+    "quota_measured_at",
+    "quota_usage_ratio",
+    "quota_level",
+)
+
+
+def _quota_columns(reading: QuotaReading | None, config: QuotaConfig) -> dict[str, Any]:
+    if reading is None:
+        return dict.fromkeys(_QUOTA_COLUMNS)
+    return quota_fields(reading, config) | {
+        "quota_measured_at": reading.measured_at,
+        "quota_usage_ratio": round(usage_ratio(reading, config), 4),
+        "quota_level": str(quota_level(reading, config)),
     }
-    return row
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(timestamp))
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    header = ("MAILBOX", "KIND", "RESULT", "USED", "LIMIT", "USE", "SOURCE", "TIME", "DETAIL")
+    header = (
+        *("MAILBOX", "KIND", "SERVER", "RESULT"),
+        *("USED", "LIMIT", "USE", "LEVEL", "SOURCE"),
+        *("TIME", "DETAIL"),
+    )
     lines = [header]
     for row in rows:
-        used, limit = row.get("quota_used_bytes"), row.get("quota_limit_bytes")
-        ratio = row.get("quota_usage_ratio")
+        ratio, seconds = row["quota_usage_ratio"], row["duration_seconds"]
         lines.append(
             (
                 row["mailbox"],
                 row["kind"],
+                row["server"],
                 row["reason"] + (" (locked)" if row["locked_out"] else ""),
-                _bytes(used),
-                _bytes(limit),
+                _bytes(row["quota_used_bytes"]),
+                _bytes(row["quota_limit_bytes"]),
                 f"{ratio:.0%}" if ratio is not None else "-",
-                row.get("quota_source") or "-",
-                f"{row['duration_seconds']:.2f}s" if "duration_seconds" in row else "-",
-                row.get("detail") or row.get("quota_error") or "",
+                row["quota_level"] or "-",
+                row["quota_source"] or "-",
+                f"{seconds:.2f}s" if seconds is not None else "-",
+                row["detail"] or row["quota_error"] or "",
             )
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
     for line in lines:
         cells = [str(c).ljust(w) for c, w in zip(line[:-1], widths, strict=True)]
         print("  ".join([*cells, str(line[-1])]).rstrip())
-
-
-def _when(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(timestamp))
 
 
 def _bytes(value: int | None) -> str:

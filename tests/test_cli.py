@@ -45,21 +45,14 @@ def test_probe_table(
     path = fleet.write_config(tmp_path, dovecot, "implicit", [fleet.FULL, fleet.EMPTY])
     assert main(["probe", "--config", str(path), fleet.FULL, fleet.address(fleet.EMPTY)]) == EXIT_OK
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == [
-        "MAILBOX",
-        "KIND",
-        "RESULT",
-        "USED",
-        "LIMIT",
-        "USE",
-        "SOURCE",
-        "TIME",
-        "DETAIL",
-    ]
+    header = lines[0].split()
+    assert header[:4] == ["MAILBOX", "KIND", "SERVER", "RESULT"]
+    assert header[4:] == ["USED", "LIMIT", "USE", "LEVEL", "SOURCE", "TIME", "DETAIL"]
     full = lines[1].split()
-    assert full[:3] == [fleet.FULL, "ec", "ok"]
-    assert "10.0 MiB" in lines[1] and "105%" in lines[1] and "imap_quota" in lines[1]
+    assert full[:4] == [fleet.FULL, "ec", "dovecot", "ok"]
+    assert "10.0 MiB" in lines[1] and "105%  full" in lines[1] and "imap_quota" in lines[1]
     assert lines[2].split()[0] == fleet.EMPTY
+    assert "0%    ok" in lines[2]
 
 
 def test_probe_wrong_password_then_locked(
@@ -74,6 +67,35 @@ def test_probe_wrong_password_then_locked(
     row = json_rows(capsys.readouterr().out)[local]
     assert row["locked_out"] is True and row["reason"] == "auth_failed"
     assert dovecot.auth_attempts(fleet.address(local)) == 1
+
+
+def test_probe_json_rows_share_one_schema(
+    dovecot: DovecotServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ok, refused, locked-out and credential-less rows carry the same keys, in one order."""
+    refused, missing = fleet.SPARES[28], fleet.SPARES[29]
+    path = fleet.write_config(tmp_path, dovecot, "none", [fleet.EMPTY, refused, missing])
+    (tmp_path / "credentials" / f"{fleet.address(missing)}.imap").unlink()
+    assert main(["probe", "--config", str(path), "--json", refused]) == EXIT_OK
+    measured = json_rows(capsys.readouterr().out)[refused]
+
+    (tmp_path / "credentials" / f"{fleet.address(refused)}.imap").write_text("wrong\n")
+    assert main(["probe", "--config", str(path), "--json", refused]) == EXIT_PROBE_FAILED
+    failed = json_rows(capsys.readouterr().out)[refused]
+    assert main(["probe", "--config", str(path), "--json"]) == EXIT_PROBE_FAILED
+    rows = json_rows(capsys.readouterr().out)
+
+    ok, locked, no_credential = rows[fleet.EMPTY], rows[refused], rows[missing]
+    assert failed["reason"] == "auth_failed" and failed["locked_out"] is False
+    assert locked["reason"] == "auth_failed" and locked["locked_out"] is True
+    assert no_credential["reason"] == "credential_missing"
+    for row in (failed, locked, no_credential):
+        assert list(row) == list(ok)
+    assert locked["duration_seconds"] is None and locked["quota_error"] is None
+    # Not probed now, so the row shows the last reading, and when it was taken.
+    for key in ("quota_used_bytes", "quota_limit_bytes", "quota_measured_at", "quota_level"):
+        assert locked[key] == measured[key] is not None
+    assert no_credential["quota_used_bytes"] is None and no_credential["quota_level"] is None
 
 
 def test_probe_unknown_mailbox(

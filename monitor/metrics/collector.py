@@ -1,12 +1,13 @@
 """Server and daemon metrics, built fresh on each scrape from an immutable scheduler view.
 
 The per-mailbox families are rendered by mailbox_text (they are too many for client
-objects); server and instance labels are the scrape configuration's job.
+objects); the instance label is the scrape configuration's job.
 """
 
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -99,10 +100,13 @@ class BmaCollector(Collector):
             "How late the last probe was sent after its slot (rate or concurrency limits).",
             value=view.lag_seconds,
         )
-        mailboxes = GaugeMetricFamily("bma_mailboxes", "Mailboxes configured.", labels=["kind"])
-        for kind in Kind:
-            count = sum(1 for m in view.config.mailboxes if m.kind is kind)
-            mailboxes.add_metric([str(kind)], float(count))
+        mailboxes = GaugeMetricFamily(
+            "bma_mailboxes", "Mailboxes configured.", labels=["kind", "server"]
+        )
+        counts = Counter((m.kind, m.server) for m in view.config.mailboxes)
+        for server in view.config.servers:
+            for kind in Kind:
+                mailboxes.add_metric([str(kind), server], float(counts[(kind, server)]))
         yield mailboxes
         yield GaugeMetricFamily(
             "bma_quota_warning_ratio",

@@ -21,6 +21,7 @@ import structlog
 
 from monitor.config.model import Config, Mailbox
 from monitor.probes.result import ProbeResult, Protocol, QuotaSource, Reason
+from monitor.scheduling.events import log_probe_result
 from monitor.scheduling.limits import Slots
 from monitor.scheduling.outage import Admission, OutageDetector
 from monitor.scheduling.plan import jittered, slot_offsets
@@ -327,7 +328,7 @@ class Scheduler:
         detector = self._servers.get(mailbox.server)
         if detector is not None and detector.record(self._clock(), result):
             log.error("server_down", server=mailbox.server, error=detector.last_error)
-        _log_result(mailbox, result)
+        log_probe_result(mailbox, result, self._config.quota)
 
     def _trial_done(self, mailbox: Mailbox, outcome: Outcomes | None) -> None:
         """Report a down server's trial probe: its outcome decides whether the server is up."""
@@ -432,33 +433,3 @@ class _Cycle:
             self._reported = True
             return True
         return False
-
-
-def _log_result(mailbox: Mailbox, result: ProbeResult) -> None:
-    """The one canonical event per probe."""
-    quota = result.quota
-    fields = {
-        "mailbox": mailbox.local_part,
-        "kind": str(mailbox.kind),
-        "server": mailbox.server,
-        "protocol": str(result.protocol),
-        "reason": str(result.reason),
-        "duration_seconds": round(result.total_seconds, 4),
-        "phases": {str(k): round(v, 4) for k, v in result.durations.items()},
-    }
-    if result.detail:
-        fields["detail"] = result.detail
-    if result.failed_phase:
-        fields["failed_phase"] = str(result.failed_phase)
-    if quota is not None:
-        fields.update(
-            quota_used_bytes=quota.used_bytes,
-            quota_limit_bytes=quota.limit_bytes,
-            quota_source=str(quota.source),
-        )
-    if result.quota_error:
-        fields["quota_error"] = result.quota_error
-    if result.login_ok:
-        log.info("probe", **fields)
-    else:
-        log.warning("probe", **fields)
