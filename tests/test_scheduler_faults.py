@@ -24,6 +24,7 @@ from monitor.state.store import StateStore
 from tests import fleet
 from tests.servers.dovecot import DovecotServer, free_port
 from tests.servers.scripted_imap import ScriptedImapServer
+from tests.test_scheduler import metrics
 
 
 class HeldGreeting:

@@ -43,10 +43,13 @@ class BmaCollector(Collector):
         yield from self._server_families(view)
         yield from self._daemon_families(view)
 
-    def _server_families(self, view: SchedulerView) -> Iterator[GaugeMetricFamily]:
+    def _server_families(
+        self, view: SchedulerView
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily(
             "bma_server_up",
-            "0 while most probes to the server fail before login; mailbox probes then pause.",
+            "0 while most probes to the server fail on its side (no connection, TLS or "
+            "greeting, or a LOGIN that hangs); mailbox probes then pause.",
             labels=["server"],
         )
         down_since = GaugeMetricFamily(
@@ -58,7 +61,23 @@ class BmaCollector(Collector):
             up.add_metric([name], 1.0 if state.up else 0.0)
             if state.down_since is not None:
                 down_since.add_metric([name], state.down_since)
-        yield from (up, down_since)
+        checks = CounterMetricFamily(
+            "bma_server_checks",
+            "Credential-free checks of a server marked down.",
+            labels=["server"],
+        )
+        check_failures = CounterMetricFamily(
+            "bma_server_check_failures",
+            "Checks of a down server that failed, by reason (internal_error: the check crashed).",
+            labels=["server", "reason"],
+        )
+        for name in view.servers:
+            checks.add_metric([name], float(view.server_checks.get(name, 0)))
+            for reason in Reason:
+                if reason is not Reason.OK:
+                    count = view.server_check_failures.get((name, reason), 0)
+                    check_failures.add_metric([name, str(reason)], float(count))
+        yield from (up, down_since, checks, check_failures)
 
     def _daemon_families(
         self, view: SchedulerView

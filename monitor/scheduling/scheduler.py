@@ -15,12 +15,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import structlog
 
 from monitor.config.model import Config, Mailbox
-from monitor.probes.result import ProbeResult, Protocol, QuotaSource, Reason
+from monitor.probes.result import ProbeResult, Protocol, Reason
+from monitor.scheduling.cycle import Cycle, ProbeRequest, estimate_due
 from monitor.scheduling.events import log_probe_result
 from monitor.scheduling.limits import Slots
 from monitor.scheduling.outage import Admission, OutageDetector
@@ -127,11 +128,11 @@ class Scheduler:
         outcomes: dict[str, Outcomes] = {}
         targets = self._config.mailboxes if mailboxes is None else mailboxes
         await self._runner.refresh_credentials(targets)
-        cycle = _Cycle(self._clock())
+        cycle = Cycle(self._clock())
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             for mailbox in targets:
-                request = _Request(estimate=True, force=force, outcomes=outcomes)
+                request = ProbeRequest(estimate=True, force=force, outcomes=outcomes)
                 self._start(group, mailbox, cycle, loop.time(), request)
             cycle.dispatched_all = True
         self._cycle_progress(cycle)
@@ -162,7 +163,7 @@ class Scheduler:
         while True:
             self._replan = False
             cycle_start = loop.time()
-            cycle = _Cycle(self._clock())
+            cycle = Cycle(self._clock())
             plan = self._plan(self._config)
             dispatched: set[str] = set()
             i = 0
@@ -204,7 +205,7 @@ class Scheduler:
         return plan
 
     def _dispatch(
-        self, group: asyncio.TaskGroup, mailbox: Mailbox, cycle: _Cycle, due: float
+        self, group: asyncio.TaskGroup, mailbox: Mailbox, cycle: Cycle, due: float
     ) -> None:
         if mailbox.address in self._running:
             self._skip(SkipCause.STILL_RUNNING, mailbox)
@@ -213,22 +214,24 @@ class Scheduler:
         if admission is Admission.SKIP:
             self._skip(SkipCause.SERVER_DOWN, mailbox)
             return
-        self._start(group, mailbox, cycle, due, _Request(trial=admission is Admission.TRIAL))
+        self._start(group, mailbox, cycle, due, ProbeRequest(trial=admission is Admission.TRIAL))
 
     def _start(
         self,
         group: asyncio.TaskGroup,
         mailbox: Mailbox,
-        cycle: _Cycle,
+        cycle: Cycle,
         due: float,
-        request: _Request,
+        request: ProbeRequest,
     ) -> None:
         """Start the probe's task; it waits for its limits itself."""
         self._running.add(mailbox.address)
         cycle.pending += 1
         group.create_task(self._probe(mailbox, cycle, due, request))
 
-    async def _probe(self, mailbox: Mailbox, cycle: _Cycle, due: float, request: _Request) -> None:
+    async def _probe(
+        self, mailbox: Mailbox, cycle: Cycle, due: float, request: ProbeRequest
+    ) -> None:
         # Taken before any wait. A reload may drop the server before this task starts; the
         # runner then reports it as no longer configured, so any slot will do.
         server_slots = self._server_slots.get(mailbox.server) or Slots(1)
@@ -241,7 +244,9 @@ class Scheduler:
                 self._lag = max(0.0, asyncio.get_running_loop().time() - due)
                 status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
                 estimate = (
-                    request.estimate if request.estimate is not None else self._estimate_due(status)
+                    request.estimate
+                    if request.estimate is not None
+                    else estimate_due(status, self._clock(), self._config.probing)
                 )
                 outcome = await self._run_guarded(mailbox, estimate, request.force)
             if request.outcomes is not None:
@@ -285,19 +290,6 @@ class Scheduler:
                 detail=type(exc).__name__,
             )
 
-    def _estimate_due(self, status: MailboxStatus) -> bool:
-        """Whether this probe should also sum folder sizes (where the server has no QUOTA)."""
-        quota = status.quota
-        if quota is not None and quota.source is QuotaSource.IMAP_QUOTA:
-            return True  # GETQUOTAROOT answers first; the flag only matters if QUOTA goes away
-        # A failed estimate (too slow for the deadline, say) waits its turn like a good one,
-        # so a huge mailbox does not cost a full-deadline probe at every interval.
-        last = max(
-            quota.measured_at if quota is not None else 0.0,
-            status.estimated_at or 0.0,
-        )
-        return self._clock() - last >= self._config.probing.quota_estimate_interval
-
     def _record(self, mailbox: Mailbox, outcome: Outcomes, estimated: bool) -> None:
         address = mailbox.address
         status = self.statuses.get(address)
@@ -339,7 +331,7 @@ class Scheduler:
         if detector.record_trial(self._clock(), result):
             log.warning("server_up", server=mailbox.server)
 
-    def _cycle_progress(self, cycle: _Cycle) -> None:
+    def _cycle_progress(self, cycle: Cycle) -> None:
         if cycle.complete():
             self._cycle_seconds = self._clock() - cycle.started_at
 
@@ -406,30 +398,3 @@ class Scheduler:
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush()
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """How one probe was asked for: by the cycle (defaults), or by a sweep."""
-
-    estimate: bool | None = None  # None: when the estimate cadence says so
-    force: bool = False  # try even a locked-out mailbox
-    outcomes: dict[str, Outcomes] | None = None  # where a sweep collects
-    trial: bool = False  # the probe that decides whether a down server is back
-
-
-class _Cycle:
-    """Book-keeping to time one pass over every mailbox."""
-
-    def __init__(self, started_at: float) -> None:
-        self.started_at = started_at
-        self.pending = 0
-        self.dispatched_all = False
-        self._reported = False
-
-    def complete(self) -> bool:
-        """True once, when every probe of the cycle was sent and has finished."""
-        if self.dispatched_all and self.pending == 0 and not self._reported:
-            self._reported = True
-            return True
-        return False

@@ -1,0 +1,51 @@
+"""One pass over the fleet, one requested probe, and when a probe also measures usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.config.model import ProbingConfig
+from monitor.probes.result import QuotaSource
+from monitor.scheduling.runner import Outcomes
+from monitor.scheduling.view import MailboxStatus
+
+
+def estimate_due(status: MailboxStatus, now: float, probing: ProbingConfig) -> bool:
+    """Whether this probe should also sum folder sizes (where the server has no QUOTA)."""
+    quota = status.quota
+    if quota is not None and quota.source is QuotaSource.IMAP_QUOTA:
+        return True  # GETQUOTAROOT answers first; the flag only matters if QUOTA goes away
+    # A failed estimate (too slow for the deadline, say) waits its turn like a good one,
+    # so a huge mailbox does not cost a full-deadline probe at every interval.
+    last = max(
+        quota.measured_at if quota is not None else 0.0,
+        status.estimated_at or 0.0,
+    )
+    return now - last >= probing.quota_estimate_interval
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """How one probe was asked for: by the cycle (defaults), or by a sweep."""
+
+    estimate: bool | None = None  # None: when the estimate cadence says so
+    force: bool = False  # try even a locked-out mailbox
+    outcomes: dict[str, Outcomes] | None = None  # where a sweep collects
+    trial: bool = False  # the probe that decides whether a down server is back
+
+
+class Cycle:
+    """Book-keeping to time one pass over every mailbox."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.pending = 0
+        self.dispatched_all = False
+        self._reported = False
+
+    def complete(self) -> bool:
+        """True once, when every probe of the cycle was sent and has finished."""
+        if self.dispatched_all and self.pending == 0 and not self._reported:
+            self._reported = True
+            return True
+        return False
