@@ -8,6 +8,7 @@ import pytest
 
 from monitor.config import ConfigError, Kind, TlsMode, load_config
 from monitor.config.model import parse_duration
+from monitor.config.yamlsource import MAX_FILE_BYTES
 
 DATA = Path(__file__).parent / "testdata" / "config"
 EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
@@ -16,11 +17,18 @@ EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
 INVALID = {
     "invalid-address.yaml": "invalid-address.yaml:4: mailboxes[0].address: must be ec or po, "
     "six digits, then @adm.cfwb.be (got 'ec01234@adm.cfwb.be')",
+    "invalid-alias-bomb.yaml": "invalid-alias-bomb.yaml:8: aliases expand to more than 250,000 "
+    "nodes",
+    "invalid-alias-cycle.yaml": "invalid-alias-cycle.yaml:2: an alias refers to a node that "
+    "contains it",
+    "invalid-alias-depth.yaml": "invalid-alias-depth.yaml:4: nested deeper than 20 levels once "
+    "aliases are expanded",
     "invalid-contact.yaml": "invalid-contact.yaml:4: mailboxes[0].contact: "
     "must be an e-mail address (got 'not-an-address')",
     "invalid-csv-header.yaml": "badheader.csv:1: header must name the columns fase, kind[, name, "
     "contact, server]; unknown column(s): number, type; missing column(s): fase, kind",
     "invalid-csv.yaml": "bad.csv:3: fase: must be exactly six digits, e.g. '001234' (got '12345')",
+    "invalid-date.yaml": "invalid-date.yaml:4: invalid YAML: '2024-13-01' is not a valid date",
     "invalid-domain.yaml": "invalid-domain.yaml:4: mailboxes[0].address: must be ec or po, six "
     "digits, then @adm.cfwb.be (got 'ec001234@gmail.com')",
     "invalid-duplicate-key.yaml": "invalid-duplicate-key.yaml:5: probing.interval: duplicate key",
@@ -30,7 +38,12 @@ INVALID = {
     "30s, 5m or 6h (got 'soon')",
     "invalid-fase-number.yaml": "invalid-fase-number.yaml:4: mailboxes[0].fase: must be a quoted "
     "string of six digits, e.g. fase: '001234'",
+    "invalid-inventory-bomb.yaml": "bomb-inventory.yaml:6: aliases expand to more than 250,000 "
+    "nodes",
     "invalid-kind.yaml": "invalid-kind.yaml:5: mailboxes[0].kind: input should be 'ec' or 'po'",
+    "invalid-long-number.yaml": "invalid-long-number.yaml:4: invalid YAML: whole number longer "
+    "than 100 characters",
+    "invalid-nesting.yaml": "invalid-nesting.yaml:3: nested deeper than 20 levels",
     "invalid-no-servers.yaml": "invalid-no-servers.yaml:1: servers: required key is missing",
     "invalid-server-ref.yaml": "invalid-server-ref.yaml:4: mailboxes[0].server: unknown server "
     "'backup'; servers: main",
@@ -135,3 +148,65 @@ def test_missing_file() -> None:
 def test_durations(text: object, seconds: float) -> None:
     """Durations accept plain seconds and ms/s/m/h/d units."""
     assert parse_duration(text) == seconds
+
+
+def test_anchors_and_merge_keys_load(tmp_path: Path) -> None:
+    """Anchors and merge keys work, and keys written beside a merge override the merged ones."""
+    config = load_config(DATA / "valid-anchors.yaml")
+    backup = config.servers["backup"]
+    assert (backup.host, backup.port, backup.connect_timeout) == ("127.0.0.2", 1993, 5.0)
+    assert [(m.address, m.contact, m.server) for m in config.mailboxes] == [
+        ("ec000001@adm.cfwb.be", "direction@example.org", "main"),
+        ("ec000002@adm.cfwb.be", "direction@example.org", "main"),
+        ("po000003@adm.cfwb.be", "direction@example.org", "backup"),
+    ]
+
+
+def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    """A file larger than the limit is refused before it is parsed."""
+    path = tmp_path / "bma.yaml"
+    head = "servers:\n  main: {host: 127.0.0.1}\n"
+    path.write_text(head + "#" * (MAX_FILE_BYTES - len(head)) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [str(p) for p in caught.value.problems] == [f"{path}: file is larger than 4 MiB"]
+
+
+@pytest.mark.parametrize(
+    ("style", "depth"),
+    [("flow", 21), ("flow", 995), ("flow", 1000), ("flow", 5000), ("block", 21), ("block", 995)],
+)
+def test_nesting_past_the_limit_is_refused(tmp_path: Path, style: str, depth: int) -> None:
+    """Lists or mappings nested past 20 levels are one clear problem, at any depth."""
+    if style == "flow":
+        nested = "[" * depth + "]" * depth
+    else:
+        nested = "".join(f"\n{'  ' * (level + 1)}k:" for level in range(depth)) + " 1"
+    path = tmp_path / "bma.yaml"
+    path.write_text(f"servers:\n  main: {{host: 127.0.0.1}}\nprobing: {nested}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    line = 3 if style == "flow" else 3 + 20
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:{line}: nested deeper than 20 levels"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("!!int zz", "'zz' is not a valid whole number"),
+        ("!!int ''", "'' is not a valid whole number"),
+        ("!!float zz", "'zz' is not a valid number"),
+        ("!!bool maybe", "'maybe' is not a valid boolean"),
+        ("!!timestamp soon", "'soon' is not a valid date"),
+        ("1" + ":0" * 60, "whole number longer than 100 characters"),
+    ],
+)
+def test_values_yaml_cannot_convert_are_problems(tmp_path: Path, value: str, rule: str) -> None:
+    """A tagged or malformed value PyYAML fails to convert is a problem at its line."""
+    path = tmp_path / "bma.yaml"
+    path.write_text(f"servers:\n  main: {{host: 127.0.0.1}}\nprobing:\n  interval: {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [str(p) for p in caught.value.problems] == [f"{path}:4: invalid YAML: {rule}"]

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# A value echoed in a rule is cut to this many characters: a rejected value can be a
+# whole file's worth of text, and the operator needs only its beginning to find it.
+ECHO_LIMIT = 80
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -27,6 +31,15 @@ class ConfigError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+def shown(value: object) -> str:
+    """The value as a rule echoes it: its repr, cut to about ECHO_LIMIT characters."""
+    text = repr(value)
+    if len(text) <= ECHO_LIMIT:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[: ECHO_LIMIT - len(size) - 3]}...{size}"
 
 
 def format_path(parts: tuple[int | str, ...]) -> str:
