@@ -42,6 +42,12 @@ def shown(value: object) -> str:
     return f"{text[: ECHO_LIMIT - len(size) - 3]}...{size}"
 
 
+def shown_path(path: object) -> str:
+    """A file path as a rule echoes it, keeping its end (the file name) when cut."""
+    text = str(path)
+    return text if len(text) <= ECHO_LIMIT else "..." + text[-(ECHO_LIMIT - 3) :]
+
+
 def format_path(parts: tuple[int | str, ...]) -> str:
     """Render a location like ('mailboxes', 3, 'fase') as `mailboxes[3].fase`."""
     out = ""
@@ -49,5 +55,11 @@ def format_path(parts: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = shortened(str(part))
+            out += f".{key}" if out else key
     return out
+
+
+def shortened(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to `limit` characters, ending in `...` when cut."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 
-from monitor.config.errors import ConfigError, Problem, format_path, shown
+from monitor.config.errors import ECHO_LIMIT, ConfigError, Problem, format_path, shortened, shown
 
 try:
     from yaml import CSafeLoader as _SafeLoader
@@ -31,6 +32,9 @@ MAX_DEPTH = 20
 # The longest number or date read: longer integers take quadratic time to convert
 # (YAML 1.1 reads 1:2:3 in base 60).
 MAX_TYPED_CHARS = 100
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_MENTIONS_TAB = re.compile(r"\btab\b|\t")
 
 
 class _Loader(_SafeLoader):
@@ -82,7 +86,7 @@ def load_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        raise ConfigError([_syntax_problem(exc, path)]) from None
+        raise ConfigError([_syntax_problem(exc, text, path)]) from None
     if duplicates:
         raise ConfigError(duplicates)
     return data, lines
@@ -162,14 +166,29 @@ def _check_shape(text: str, path: Path) -> None:
             raise refuse(event, f"more than {MAX_NODES:,} nodes in one file")
 
 
-def _syntax_problem(exc: yaml.YAMLError, path: Path) -> Problem:
+def _syntax_problem(exc: yaml.YAMLError, text: str, path: Path) -> Problem:
     mark = getattr(exc, "problem_mark", None)
     line = mark.line + 1 if mark is not None else None
-    problem = getattr(exc, "problem", None) or str(exc)
+    # A message can quote the text it stopped at, e.g. an unknown tag of any length.
+    problem = shortened(getattr(exc, "problem", None) or str(exc), 2 * ECHO_LIMIT)
     if "maximum nesting depth" in problem:
         # libyaml's own limit (1,000), met first when its scanner reads ahead of our count.
         return Problem(path, "", f"nested deeper than {MAX_DEPTH} levels", line)
+    if mark is not None and (
+        _MENTIONS_TAB.search(problem) or _tab_in_indentation(text, mark.line, mark.column)
+    ):
+        # libyaml says only "found character that cannot start any token".
+        problem = "tab character used for indentation (YAML allows only spaces)"
     return Problem(path, "", f"invalid YAML: {problem}", line)
+
+
+def _tab_in_indentation(text: str, line: int, column: int) -> bool:
+    lines = _LINE_BREAK.split(text)
+    if line >= len(lines):
+        return False
+    row = lines[line]
+    indentation = row[: len(row) - len(row.lstrip(" \t"))]
+    return column <= len(indentation) and "\t" in indentation
 
 
 def _index(
