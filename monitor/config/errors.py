@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# A value echoed in a rule is cut to this many characters: a rejected value can be a
+# whole file's worth of text, and the operator needs only its beginning to find it.
+ECHO_LIMIT = 80
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -29,6 +33,21 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+def shown(value: object) -> str:
+    """The value as a rule echoes it: its repr, cut to about ECHO_LIMIT characters."""
+    text = repr(value)
+    if len(text) <= ECHO_LIMIT:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[: ECHO_LIMIT - len(size) - 3]}...{size}"
+
+
+def shown_path(path: object) -> str:
+    """A file path as a rule echoes it, keeping its end (the file name) when cut."""
+    text = str(path)
+    return text if len(text) <= ECHO_LIMIT else "..." + text[-(ECHO_LIMIT - 3) :]
+
+
 def format_path(parts: tuple[int | str, ...]) -> str:
     """Render a location like ('mailboxes', 3, 'fase') as `mailboxes[3].fase`."""
     out = ""
@@ -36,5 +55,11 @@ def format_path(parts: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = shortened(str(part))
+            out += f".{key}" if out else key
     return out
+
+
+def shortened(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to `limit` characters, ending in `...` when cut."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

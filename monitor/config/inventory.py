@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from monitor.config.errors import Problem, format_path
+from monitor.config.errors import ECHO_LIMIT, Problem, format_path, shown
 from monitor.config.model import FrozenModel, Kind, Mailbox
 from monitor.config.yamlsource import Location, line_of, load_yaml
 
@@ -22,11 +22,13 @@ CSV_COLUMNS = ("fase", "kind", "name", "contact", "server")
 class MailboxEntry(FrozenModel):
     """A mailbox as written: either a full `address`, or a `fase` number and a `kind`."""
 
-    address: str | None = None
+    # 254: the longest address SMTP carries. The bound also keeps the contact pattern,
+    # which backtracks quadratically on a long run of dots, from stalling the load.
+    address: str | None = Field(default=None, max_length=254)
     fase: str | None = None
     kind: Kind | None = None
-    name: str = ""
-    contact: str = ""
+    name: str = Field(default="", max_length=500)
+    contact: str = Field(default="", max_length=254)
     server: str | None = None
 
 
@@ -57,22 +59,24 @@ def resolve(entry: SourcedEntry, domain: str, default_server: str) -> Mailbox | 
         match = address_rule(domain).match(address)
         if not match:
             return problem(
-                "address", f"must be ec or po, six digits, then @{domain} (got {e.address!r})"
+                "address", f"must be ec or po, six digits, then @{domain} (got {shown(e.address)})"
             )
         kind, fase = Kind(match["kind"]), match["fase"]
         if e.kind is not None and e.kind is not kind:
             return problem("kind", f"{e.kind} contradicts the address {address}")
         if e.fase is not None and e.fase != fase:
-            return problem("fase", f"{e.fase} contradicts the address {address}")
+            return problem("fase", f"{shown(e.fase)} contradicts the address {address}")
     else:
         if e.fase is None or e.kind is None:
             return problem("", "needs either address, or both fase and kind")
         if not _FASE.match(e.fase):
-            return problem("fase", f"must be exactly six digits, e.g. '001234' (got {e.fase!r})")
+            return problem(
+                "fase", f"must be exactly six digits, e.g. '001234' (got {shown(e.fase)})"
+            )
         kind, fase = e.kind, e.fase
         address = f"{kind}{fase}@{domain}"
     if e.contact and not _CONTACT.match(e.contact):
-        return problem("contact", f"must be an e-mail address (got {e.contact!r})")
+        return problem("contact", f"must be an e-mail address (got {shown(e.contact)})")
     return Mailbox(
         address=address,
         kind=kind,
@@ -186,6 +190,11 @@ def _rule_text(err: Any) -> str:
         return "required key is missing"
     message = str(err["msg"])
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    given = err.get("input")
+    if isinstance(given, str) and len(given) > ECHO_LIMIT:
+        # Our own rules echo through `shown`; this keeps a library message from printing
+        # a huge input whole.
+        message = message.replace(repr(given), shown(given)).replace(given, shown(given))
     return message[:1].lower() + message[1:]
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from monitor.config.errors import ConfigError, Problem
+from monitor.config.errors import ConfigError, Problem, format_path, shown, shown_path
 from monitor.config.inventory import (
     SourcedEntry,
     check_no_duplicates,
@@ -20,6 +21,7 @@ from monitor.config.inventory import (
 from monitor.config.model import (
     DEFAULT_DOMAIN,
     Config,
+    ConfigPath,
     CredentialsConfig,
     FrozenModel,
     HttpConfig,
@@ -30,7 +32,8 @@ from monitor.config.model import (
     ServerConfig,
     StateConfig,
 )
-from monitor.config.yamlsource import line_of, load_yaml
+from monitor.config.values import usable_path
+from monitor.config.yamlsource import Location, line_of, load_yaml
 
 
 class _Document(FrozenModel):
@@ -48,7 +51,7 @@ class _Document(FrozenModel):
     state: StateConfig = StateConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
-    inventory: list[Path] = Field(default_factory=list)
+    inventory: list[ConfigPath] = Field(default_factory=list)
     # Checked entry by entry later, so that errors name the exact entry and line.
     mailboxes: list[Any] = Field(default_factory=list)
 
@@ -56,9 +59,11 @@ class _Document(FrozenModel):
     def _server_names(self) -> _Document:
         for name in self.servers:
             if not name or not all(c.isalnum() or c in "-_" for c in name):
-                raise ValueError(f"server name {name!r} may hold only letters, digits, - and _")
+                raise ValueError(
+                    f"server name {shown(name)} may hold only letters, digits, - and _"
+                )
         if self.default_server is not None and self.default_server not in self.servers:
-            raise ValueError(f"default_server {self.default_server!r} is not one of servers")
+            raise ValueError(f"default_server {shown(self.default_server)} is not one of servers")
         if self.default_server is None and len(self.servers) > 1:
             raise ValueError("default_server is required when several servers are defined")
         return self
@@ -67,6 +72,19 @@ class _Document(FrozenModel):
 def load_config(path: Path | str) -> Config:
     """Read, validate and resolve a configuration file and its inventories."""
     path = Path(path)
+    files = [path]
+    try:
+        return _load(path, files)
+    except ConfigError as exc:
+        rank: dict[Path, int] = {}
+        for file in files:
+            rank.setdefault(file, len(rank))
+        problems = sorted(exc.problems, key=lambda p: (rank.get(p.file, len(rank)), p.line or 0))
+        raise ConfigError(problems) from None
+
+
+def _load(path: Path, files: list[Path]) -> Config:
+    """Load `path`; append each inventory file read to `files`, the order problems take."""
     data, lines = load_yaml(path)
     if data is None:
         data = {}
@@ -81,20 +99,17 @@ def load_config(path: Path | str) -> Config:
     default_server = doc.default_server or next(iter(doc.servers))
     problems: list[Problem] = []
 
+    def located(at: Location) -> _Place:
+        return _Place(base, path, at, line_of(lines, at))
+
     entries, found = entries_from_data(doc.mailboxes, path, ("mailboxes",), lines)
     problems += found
     for i, inventory in enumerate(doc.inventory):
-        inventory_path = _relative_to(base, inventory)
-        if not inventory_path.is_file():
-            problems.append(
-                Problem(
-                    path,
-                    f"inventory[{i}]",
-                    f"no such file: {inventory_path}",
-                    line_of(lines, ("inventory", i)),
-                )
-            )
+        inventory_path = located(("inventory", i)).existing_file(inventory)
+        if isinstance(inventory_path, Problem):
+            problems.append(inventory_path)
             continue
+        files.append(inventory_path)
         try:
             more, found = entries_from_file(inventory_path)
         except ConfigError as exc:
@@ -113,41 +128,35 @@ def load_config(path: Path | str) -> Config:
                 Problem(
                     entry.file,
                     f"{entry.path}.server".lstrip("."),
-                    f"unknown server {outcome.server!r}; servers: {', '.join(doc.servers)}",
+                    f"unknown server {shown(outcome.server)}; servers: {', '.join(doc.servers)}",
                     entry.line,
                 )
             )
         else:
             resolved.append((outcome, entry))
     problems += check_no_duplicates(resolved)
-    if problems:
-        raise ConfigError(problems)
 
-    servers = {
-        name: server.model_copy(update={"ca_file": _relative_to(base, server.ca_file)})
-        if server.ca_file is not None
-        else server
-        for name, server in doc.servers.items()
-    }
-    for name, server in servers.items():
-        if server.ca_file is not None and not server.ca_file.is_file():
-            problems.append(
-                Problem(
-                    path,
-                    f"servers.{name}.ca_file",
-                    f"no such file: {server.ca_file}",
-                    line_of(lines, ("servers", name, "ca_file")),
-                )
-            )
-    if problems:
-        raise ConfigError(problems)
+    servers: dict[str, ServerConfig] = {}
+    for name, server in doc.servers.items():
+        if server.ca_file is None:
+            servers[name] = server
+            continue
+        ca_file = located(("servers", name, "ca_file")).existing_file(server.ca_file)
+        if isinstance(ca_file, Problem):
+            problems.append(ca_file)
+        else:
+            servers[name] = server.model_copy(update={"ca_file": ca_file})
 
-    credentials_dir = doc.credentials.directory
-    if credentials_dir is None and os.environ.get("CREDENTIALS_DIRECTORY"):
-        credentials_dir = Path(os.environ["CREDENTIALS_DIRECTORY"])
-    credentials = doc.credentials.model_copy(
-        update={"directory": _relative_to(base, credentials_dir) if credentials_dir else None}
+    configured_dir = doc.credentials.directory
+    if configured_dir is None and os.environ.get("CREDENTIALS_DIRECTORY"):
+        configured_dir = Path(os.environ["CREDENTIALS_DIRECTORY"])
+    credentials_dir = (
+        located(("credentials", "directory")).resolved(configured_dir) if configured_dir else None
     )
+    state_path = located(("state", "path")).resolved(doc.state.path)
+    if problems or isinstance(credentials_dir, Problem) or isinstance(state_path, Problem):
+        unusable = [p for p in (credentials_dir, state_path) if isinstance(p, Problem)]
+        raise ConfigError(problems + unusable)
     return Config(
         source=path,
         domain=doc.domain,
@@ -155,15 +164,46 @@ def load_config(path: Path | str) -> Config:
         default_server=default_server,
         probing=doc.probing,
         quota=doc.quota,
-        credentials=credentials,
-        state=doc.state.model_copy(update={"path": _relative_to(base, doc.state.path)}),
+        credentials=doc.credentials.model_copy(update={"directory": credentials_dir}),
+        state=doc.state.model_copy(update={"path": state_path}),
         http=doc.http,
         logging=doc.logging,
         mailboxes=tuple(m for m, _ in resolved),
     )
 
 
-def _relative_to(base: Path, path: Path) -> Path:
-    """Paths in a config file are relative to that file, not to the working directory."""
-    path = path.expanduser()
-    return path if path.is_absolute() else base / path
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a path setting is written, to resolve it or say why it cannot be used."""
+
+    base: Path  # the config file's folder
+    file: Path
+    at: Location
+    line: int | None
+
+    def resolved(self, configured: Path) -> Path | Problem:
+        """Paths in a config file are relative to that file, not to the working directory."""
+        try:
+            path = configured.expanduser()
+        except RuntimeError:  # `~name` where no user has that name, or no home is known
+            return self._problem(f"no home directory for {shown_path(configured)}")
+        try:
+            # Checked again once joined: the folder may make a short path too long.
+            return usable_path(path if path.is_absolute() else self.base / path)
+        except ValueError as exc:
+            return self._problem(str(exc))
+
+    def existing_file(self, configured: Path) -> Path | Problem:
+        """The resolved path, if a file is there."""
+        path = self.resolved(configured)
+        if isinstance(path, Problem):
+            return path
+        try:
+            if path.is_file():
+                return path
+        except OSError as exc:  # e.g. a folder on the way that cannot be searched
+            return self._problem(f"cannot use {shown_path(path)}: {exc.strerror}")
+        return self._problem(f"no such file: {shown_path(path)}")
+
+    def _problem(self, rule: str) -> Problem:
+        return Problem(self.file, format_path(self.at), rule, self.line)

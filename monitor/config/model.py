@@ -6,37 +6,47 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
+from monitor.config.errors import shown
+from monitor.config.values import (
+    DAY,
+    GIB,
+    HOUR,
+    MIB,
+    MINUTE,
+    MS,
+    SECOND,
+    TIB,
+    duration,
+    number,
+    size,
+    usable_path,
+    whole,
+)
+
 DEFAULT_DOMAIN = "adm.cfwb.be"
-TWO_GIB = 2 * 1024**3
+TWO_GIB = 2 * GIB
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# A path setting is refused at load when the system could not open it (too long, NUL).
+ConfigPath = Annotated[Path, AfterValidator(usable_path)]
 
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):(?P<port>\d{1,5})$")
 
-def parse_duration(value: Any) -> Any:
-    """Read `90`, `90s`, `5m`, `6h` or `7d` as seconds; leave other values for the type check."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like 30s, 5m or 6h, not a boolean")
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"must be a duration like 30s, 5m or 6h (got {value!r})")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+# Every number a setting takes has a range, written next to its default below. The ranges
+# are wide enough for any fleet we can picture and narrow enough to catch a slip (a
+# timeout in ms written as seconds, `.inf`, a rate of 1e-300 that would never probe, an
+# interval longer than a day, which no longer watches a mailbox).
 
 
 class FrozenModel(BaseModel):
@@ -63,24 +73,26 @@ class Kind(StrEnum):
 class ServerConfig(FrozenModel):
     """One IMAP endpoint."""
 
-    host: str = Field(min_length=1)
-    port: int = Field(default=993, ge=1, le=65535)
+    host: str = Field(min_length=1, max_length=253)  # 253: the longest DNS name
+    port: Annotated[int, whole(1, 65535)] = 993
     tls: TlsMode = TlsMode.IMPLICIT
-    ca_file: Path | None = None  # None: the system's trusted CAs
-    tls_server_name: str | None = None  # certificate name when it differs from host
-    connect_timeout: Seconds = 10.0
-    command_timeout: Seconds = 30.0
-    max_connections: int = Field(default=20, ge=1)  # Exchange caps connections per source IP
+    ca_file: ConfigPath | None = None  # None: the system's trusted CAs
+    # Certificate name when it differs from host.
+    tls_server_name: str | None = Field(default=None, min_length=1, max_length=253)
+    connect_timeout: Annotated[float, duration(100 * MS, 10 * MINUTE)] = 10.0
+    command_timeout: Annotated[float, duration(100 * MS, HOUR)] = 30.0
+    # Exchange caps connections per source IP.
+    max_connections: Annotated[int, whole(1, 1000)] = 20
 
 
 class OutageConfig(FrozenModel):
     """When a server counts as down, and how gently it is tried again."""
 
-    window: Seconds = 120.0
-    min_probes: int = Field(default=5, ge=1)
-    failure_ratio: float = Field(default=0.8, gt=0, le=1)
-    backoff_initial: Seconds = 15.0
-    backoff_max: Seconds = 600.0
+    window: Annotated[float, duration(SECOND, DAY)] = 120.0
+    min_probes: Annotated[int, whole(1, 10_000)] = 5
+    failure_ratio: Annotated[float, number(0.01, 1)] = 0.8
+    backoff_initial: Annotated[float, duration(100 * MS, DAY)] = 15.0
+    backoff_max: Annotated[float, duration(100 * MS, DAY)] = 600.0
 
     @model_validator(mode="after")
     def _backoff_order(self) -> OutageConfig:
@@ -92,17 +104,21 @@ class OutageConfig(FrozenModel):
 class ProbingConfig(FrozenModel):
     """How often and how hard mailboxes are probed."""
 
-    interval: Seconds = 300.0
-    jitter: float = Field(default=0.2, ge=0, le=1)  # share of a mailbox's slot
-    timeout: Seconds = 60.0  # deadline for a whole probe
-    concurrency: int = Field(default=50, ge=1)
-    rate_limit: float = Field(default=20.0, ge=0)  # probes per second, 0 for none
-    quota_estimate_interval: Seconds = 21600.0
-    quota_fetch_chunk: int = Field(default=250, ge=1, le=500)
-    auth_retry_after: Seconds | None = 7 * 86400.0  # None: only a new credential unlocks
-    # After a login whose secret was sent but whose outcome is unknown (no answer, crash):
-    # longer than a directory's lock-out observation window, so it cannot add up.
-    unknown_outcome_hold: Seconds = 3600.0
+    interval: Annotated[float, duration(SECOND, DAY)] = 300.0
+    jitter: Annotated[float, number(0, 1)] = 0.2  # share of a mailbox's slot
+    timeout: Annotated[float, duration(100 * MS, HOUR)] = 60.0  # deadline for a whole probe
+    concurrency: Annotated[int, whole(1, 1000)] = 50
+    # Probes started per second. Under 0.01/s (one every 100 s) it is surely a slip.
+    rate_limit: Annotated[float, number(0.01, 10_000, zero_means="no limit")] = 20.0
+    quota_estimate_interval: Annotated[float, duration(MINUTE, 30 * DAY)] = 6 * HOUR
+    quota_fetch_chunk: Annotated[int, whole(1, 500)] = 250
+    # None: only a new credential unlocks. Under an hour, a wrong password would be retried
+    # often enough to lock the account, which is what this setting exists to prevent.
+    auth_retry_after: Annotated[float | None, duration(HOUR, 365 * DAY, optional=True)] = 7 * DAY
+    # After a login whose password was sent but whose outcome is unknown (no answer, a
+    # crash): longer than a directory's lock-out observation window, so such attempts
+    # cannot add up to a lock-out. Under 5 minutes it would not protect anything.
+    unknown_outcome_hold: Annotated[float, duration(5 * MINUTE, 7 * DAY)] = HOUR
     outage: OutageConfig = OutageConfig()
 
     @model_validator(mode="after")
@@ -115,9 +131,9 @@ class ProbingConfig(FrozenModel):
 class QuotaConfig(FrozenModel):
     """The limit assumed where the server gives none, and the alerting thresholds."""
 
-    default_limit: ByteSize = ByteSize(TWO_GIB)
-    warning_ratio: float = Field(default=0.85, gt=0, le=1)
-    critical_ratio: float = Field(default=0.95, gt=0, le=1)
+    default_limit: Annotated[ByteSize, size(MIB, TIB)] = ByteSize(TWO_GIB)
+    warning_ratio: Annotated[float, number(0.01, 1)] = 0.85
+    critical_ratio: Annotated[float, number(0.01, 1)] = 0.95
 
     @model_validator(mode="after")
     def _ratios_order(self) -> QuotaConfig:
@@ -129,20 +145,31 @@ class QuotaConfig(FrozenModel):
 class CredentialsConfig(FrozenModel):
     """Where secrets come from; never the configuration itself."""
 
-    directory: Path | None = None  # None: $CREDENTIALS_DIRECTORY when systemd sets it
-    env_prefix: str = Field(default="BMA_SECRET_", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    directory: ConfigPath | None = None  # None: $CREDENTIALS_DIRECTORY when systemd sets it
+    env_prefix: str = Field(default="BMA_SECRET_", max_length=64, pattern=r"^[A-Z_][A-Z0-9_]*$")
 
 
 class StateConfig(FrozenModel):
     """The embedded database that survives restarts."""
 
-    path: Path = Path("/var/lib/bma-monitor/state.db")
+    path: ConfigPath = Path("/var/lib/bma-monitor/state.db")
 
 
 class HttpConfig(FrozenModel):
     """The metrics and health endpoint."""
 
-    listen: str = Field(default="127.0.0.1:9834", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$")
+    listen: str = "127.0.0.1:9834"  # port 0: any free port
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        match = _LISTEN.match(value)
+        if not match or int(match["port"]) > 65535:
+            raise ValueError(
+                "must be host:port with a port from 0 to 65535, "
+                f"e.g. 127.0.0.1:9834 or [::1]:9834 (got {shown(value)})"
+            )
+        return value
 
     @property
     def host(self) -> str:
