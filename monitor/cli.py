@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"configuration error ({len(exc.problems)} problem(s)):", file=sys.stderr)
-        for problem in exc.problems:
+        for problem in exc.listed():
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     except StateError as exc:

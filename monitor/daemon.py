@@ -63,7 +63,7 @@ class Daemon:
                 config.credentials, await asyncio.to_thread(self.store.salt)
             )
         except ConfigError as exc:
-            self._reload_failed(path, [str(p) for p in exc.problems])
+            self._reload_failed(path, exc.listed())
             return
         except Exception as exc:
             # Whatever went wrong, the running configuration stays whole and the metric says so.

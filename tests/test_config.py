@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from monitor.cli import EXIT_USAGE, main
 from monitor.config import ConfigError, Kind, TlsMode, load_config
+from monitor.config.errors import PROBLEMS_LISTED
 from monitor.config.values import NAME_MAX_BYTES, PATH_MAX_BYTES, parse_duration
 from monitor.config.yamlsource import MAX_FILE_BYTES
 
@@ -449,6 +451,21 @@ def test_problems_are_sorted_by_file_then_line(tmp_path: Path) -> None:
         ("b.csv", 3),
         ("a.yaml", 1),
     ]
+
+
+def test_a_flood_of_problems_is_listed_in_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An inventory of 5,000 bad rows: all are counted, the first hundred are listed."""
+    (tmp_path / "fleet.csv").write_text("fase,kind\n" + "12345,ec\n" * 5000)
+    path = tmp_path / "bma.yaml"
+    path.write_text("servers:\n  main: {host: 127.0.0.1}\ninventory: [fleet.csv]\n")
+    assert main(["check", "--config", str(path)]) == EXIT_USAGE
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "configuration error (5000 problem(s)):"
+    assert len(lines) == 1 + PROBLEMS_LISTED + 1
+    assert lines[1].startswith(f"  {tmp_path / 'fleet.csv'}:2: fase: ")
+    assert lines[-1] == "  ... and 4,900 more problem(s)"
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,12 @@ async def test_a_crashing_server_check_is_counted_not_fatal(
             view.server_checks["dovecot"]
             == view.server_check_failures[("dovecot", Reason.INTERNAL_ERROR)]
         )
+        failed = {
+            labels["reason"]: value
+            for labels, value in metrics(scheduler)["bma_server_check_failures_total"]
+            if labels["server"] == "dovecot"
+        }
+        assert failed["internal_error"] >= 2 and failed["timeout"] == 0.0
 
 
 async def test_health_sees_a_stalled_dispatcher(dovecot: DovecotServer, tmp_path: Path) -> None:

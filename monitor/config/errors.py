@@ -8,6 +8,9 @@ from pathlib import Path
 # A value echoed in a rule is cut to this many characters: a rejected value can be a
 # whole file's worth of text, and the operator needs only its beginning to find it.
 ECHO_LIMIT = 80
+# Problems listed at most: an inventory of 100,000 bad rows needs its first ones fixed,
+# not 100,000 lines on a terminal or in one log event.
+PROBLEMS_LISTED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +33,14 @@ class ConfigError(Exception):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        super().__init__("\n".join(self.listed()))
+
+    def listed(self, limit: int = PROBLEMS_LISTED) -> list[str]:
+        """The first `limit` problems as text, then how many more there are."""
+        lines = [str(p) for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit:,} more problem(s)")
+        return lines
 
 
 def shown(value: object) -> str:
