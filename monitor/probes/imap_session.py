@@ -165,6 +165,9 @@ class _ReadOnlyProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.closed = True
         if not self.greeting.done():
             self.greeting.set_exception(self.lost_error("closed before greeting"))
+            # When TLS fails, nobody is left to await the greeting; marking the exception
+            # as seen keeps asyncio from reporting it as never retrieved.
+            self.greeting.exception()
         self._fail_pending()
         super().connection_lost(exc)
 
