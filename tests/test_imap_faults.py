@@ -3,6 +3,7 @@ named failure, quickly, never a hang or a crash."""
 
 from __future__ import annotations
 
+import logging
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -171,3 +172,42 @@ async def test_password_never_in_the_result(tmp_path: Path) -> None:
     result, _ = await probe_scripted(tmp_path, echo_password, secret)
     assert result.reason is Reason.AUTH_FAILED
     assert secret not in repr(result)
+
+
+# Each password with the escaped form quote() sends it in: what a server echoes back.
+ECHOED_PASSWORDS = [
+    ('Pass"word-9x', 'Pass\\"word-9x'),
+    ("Pass\\word-9x", "Pass\\\\word-9x"),
+    ('P\\a"ss\\"-9x', 'P\\\\a\\"ss\\\\\\"-9x'),
+    ('Tab\tPass"9x', 'Tab\tPass\\"9x'),  # printable() shows the tab as a space
+]
+
+
+@pytest.mark.parametrize("accept", [False, True], ids=["echoed-by-login", "echoed-after-login"])
+@pytest.mark.parametrize(("secret", "sent"), ECHOED_PASSWORDS)
+async def test_password_echoed_as_sent_is_scrubbed(
+    tmp_path: Path, secret: str, sent: str, accept: bool
+) -> None:
+    """A password with a quote, backslash or tab, echoed back the way LOGIN sent it (escaped),
+    reaches neither the detail nor the quota error, in that form or raw."""
+    result, _ = await probe_scripted(tmp_path, scripted_imap.echo_login(accept), secret)
+    assert result.reason is (Reason.OK if accept else Reason.AUTH_FAILED), result.detail
+    echoed = result.quota_error if accept else result.detail
+    assert "LOGIN " + fleet.address(fleet.EMPTY) + ' "********"' in echoed
+    for text in (result.detail, result.quota_error, repr(result)):
+        for form in (secret, sent):
+            assert form not in text
+            assert form.replace("\t", " ") not in text
+
+
+async def test_password_not_in_aioimaplib_debug_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aioimaplib's own debug log of what it sends hides the password as sent, escaped."""
+    secret, sent = ECHOED_PASSWORDS[2]
+    caplog.set_level(logging.DEBUG, logger="aioimaplib")
+    await probe_scripted(tmp_path, scripted_imap.exchange_login_failed, secret)
+    logins = [r.getMessage() for r in caplog.records if " LOGIN " in r.getMessage()]
+    assert logins
+    # aioimaplib logs the bytes it sends as their repr, which doubles each backslash.
+    assert not any(repr(sent.encode())[2:-1] in message for message in logins)

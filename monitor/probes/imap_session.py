@@ -288,10 +288,10 @@ class ImapSession:
     async def login(self, user: str, password: str) -> Response:
         """LOGIN; the password is quoted, and scrubbed from aioimaplib's own debug log."""
         protocol = self.protocol
-        command = aioimaplib.Command(
-            "LOGIN", protocol.new_tag(), user, quote(password), loop=protocol.loop
-        )
-        response = await protocol.execute(command, scrub=password)
+        quoted = quote(password)
+        command = aioimaplib.Command("LOGIN", protocol.new_tag(), user, quoted, loop=protocol.loop)
+        # Scrub the form on the wire: with a quote or backslash in it, the raw one is not.
+        response = await protocol.execute(command, scrub=quoted)
         if response.result == "OK":
             protocol.state = aioimaplib.AUTH
             atoms = capabilities_after_login(response.lines)

@@ -164,6 +164,33 @@ def literal_folder_names(count: int, piece: int) -> Behaviour:
     return serve
 
 
+def echo_login(accept: bool) -> Behaviour:
+    """Repeat LOGIN's arguments as they came over the wire: in LOGIN's NO when `accept` is
+    false, else in the NO to the quota query that follows a successful LOGIN."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY " + CAPS + b" QUOTA] ready\r\n")
+        await writer.drain()
+        arguments = b""
+        while line := await reader.readline():
+            tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+            command, _, tail = rest.partition(b" ")
+            if command.upper() == b"LOGIN":
+                arguments = tail
+                writer.write(
+                    tag + b" OK [CAPABILITY " + CAPS + b" QUOTA] Logged in\r\n"
+                    if accept
+                    else tag + b" NO [AUTHENTICATIONFAILED] rejected LOGIN " + arguments + b"\r\n"
+                )
+            elif command.upper() == b"LOGOUT":
+                writer.write(b"* BYE\r\n" + tag + b" OK bye\r\n")
+            else:
+                writer.write(tag + b" NO no quota for LOGIN " + arguments + b"\r\n")
+            await writer.drain()
+
+    return echo
+
+
 class ScriptedImapServer:
     """Serves one behaviour on 127.0.0.1; counts the connections it accepted."""
 
