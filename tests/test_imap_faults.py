@@ -114,6 +114,17 @@ async def test_folder_names_sent_as_literals(tmp_path: Path, count: int, piece: 
     assert result.quota.used_bytes == sum(len(f"Dossier {i}") for i in range(count))
 
 
+async def test_long_fetch_reply_is_read_in_linear_time(tmp_path: Path) -> None:
+    """A FETCH answered with 20,000 lines is read at once: aioimaplib rescanned the whole
+    reply at each line, which took 78 s with the event loop blocked."""
+    result, _ = await probe_scripted(
+        tmp_path, scripted_imap.fetch_flood(20_000), deadline=FLOOD_DEADLINE
+    )
+    assert result.reason is Reason.OK, result.detail
+    assert result.quota is not None, result.quota_error
+    assert result.quota.used_bytes == len("INBOX") * 20_000
+
+
 async def test_endless_reply_is_cut_at_the_reply_cap(tmp_path: Path) -> None:
     """A reply that does not end costs bounded memory and that connection only: the login
     stands and the quota error names the cap."""

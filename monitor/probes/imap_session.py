@@ -199,6 +199,31 @@ class _ReadOnlyProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 command.close(b"connection lost", _LOST)
 
 
+class _FetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
+    """aioimaplib's FETCH, but telling whether a message's data is complete in constant time.
+
+    aioimaplib rescans every line of the reply at each new line to find the last message's
+    parentheses: 5,000 lines took 4 s, 20,000 took 78 s, with the event loop blocked. Here
+    the parentheses since the last message's first line are counted as lines arrive.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._opened = self._closed = 0
+        super().__init__(*args, **kwargs)
+
+    def append_to_resp(self, line: bytes | bytearray, result: str = "Pending") -> None:
+        super().append_to_resp(line, result)
+        # Literal data comes as a bytearray; like aioimaplib, its parentheses do not count.
+        if isinstance(line, bytes):
+            if self.FETCH_MESSAGE_DATA_RE.match(line):
+                self._opened = self._closed = 0
+            self._opened += line.count(b"(")
+            self._closed += line.count(b")")
+
+    def wait_data(self) -> bool:
+        return self._opened != self._closed
+
+
 def _announced_literal(line: bytes) -> int | None:
     """The size of the literal a line announces, if any; a fault if it is over the cap."""
     match = _LITERAL.search(line)
@@ -309,7 +334,7 @@ class ImapSession:
     async def fetch_sizes(self, first: int, last: int) -> Response:
         """RFC822.SIZE of messages first..last of the open folder."""
         protocol = self.protocol
-        command = aioimaplib.FetchCommand(
+        command = _FetchCommand(
             protocol.new_tag(), f"{first}:{last}", "(RFC822.SIZE)", loop=protocol.loop
         )
         return await protocol.execute(command)

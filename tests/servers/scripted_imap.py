@@ -126,14 +126,23 @@ async def exchange_login_failed(reader: asyncio.StreamReader, writer: asyncio.St
 
 
 def literal_folder_names(count: int, piece: int) -> Behaviour:
-    """Exchange-like (no QUOTA, no STATUS=SIZE), but LIST names each folder as a literal,
-    which Dovecot never does; the reply goes out in writes of `piece` bytes, so literals and
-    lines are cut across reads. Each folder holds one message as large as its name."""
-    names = [f"Dossier {i}" for i in range(count)]
+    """Exchange-like, but LIST names each folder as a literal, which Dovecot never does; the
+    reply goes out in writes of `piece` bytes, so literals and lines are cut across reads."""
+    names = [f"Dossier {i}".encode() for i in range(count)]
     listing = b"".join(
-        b'* LIST (\\HasNoChildren) "/" {%d}\r\n%s\r\n' % (len(name), name.encode())
-        for name in names
+        b'* LIST (\\HasNoChildren) "/" {%d}\r\n%s\r\n' % (len(name), name) for name in names
     )
+    return _exchange_like(listing, piece=piece)
+
+
+def fetch_flood(lines: int) -> Behaviour:
+    """Exchange-like with INBOX only, whose one message FETCH reports `lines` times over."""
+    return _exchange_like(b'* LIST (\\HasNoChildren) "/" INBOX\r\n', fetch_lines=lines)
+
+
+def _exchange_like(listing: bytes, *, piece: int = 1 << 20, fetch_lines: int = 1) -> Behaviour:
+    """No QUOTA, no STATUS=SIZE: LIST answers `listing`, in writes of `piece` bytes; each
+    folder holds one message as large as its name, reported by FETCH `fetch_lines` times."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"* OK [CAPABILITY " + CAPS + b"] ready\r\n")
@@ -153,7 +162,7 @@ def literal_folder_names(count: int, piece: int) -> Behaviour:
                 size = len(arguments.strip(b'"'))
                 reply = b"* 1 EXISTS\r\n" + reply
             elif command.upper() == b"FETCH":
-                reply = b"* 1 FETCH (RFC822.SIZE %d)\r\n" % size + reply
+                reply = b"* 1 FETCH (RFC822.SIZE %d)\r\n" % size * fetch_lines + reply
             elif command.upper() == b"LOGOUT":
                 writer.write(b"* BYE\r\n" + reply)
                 await writer.drain()
