@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +175,40 @@ async def test_untrusted_certificate(dovecot: DovecotServer, tmp_path: Path) -> 
     assert result.reason is Reason.TLS_ERROR
     assert "certificate" in result.detail
     assert dovecot.auth_attempts(fleet.address(fleet.SPARES[1])) == attempts
+
+
+@pytest.mark.parametrize("failure", ["untrusted certificate", "TLS to the plain port"])
+async def test_tls_failure_leaves_no_unretrieved_error(
+    dovecot: DovecotServer, tmp_path: Path, failure: str
+) -> None:
+    """A failed handshake leaves no error behind for asyncio to report as never retrieved."""
+    config = fleet.config_for(tmp_path, dovecot, "implicit")
+    server = config.servers["dovecot"]
+    context = tls_context(server)
+    if failure == "untrusted certificate":
+        context = ssl.create_default_context()
+    else:
+        server = server.model_copy(update={"port": dovecot.imap_port})
+    loop = asyncio.get_running_loop()
+    reports: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, report: reports.append(report))
+    try:
+        result = await probe_imap(
+            fleet.address(fleet.EMPTY),
+            server,
+            Secret(fleet.password(fleet.EMPTY)),
+            context=context,
+            deadline=5,
+            usage=UsagePlan(estimate=False),
+        )
+        # Let the aborted transport report its loss, then collect what the probe left.
+        await asyncio.sleep(0.1)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert result.reason is Reason.TLS_ERROR, result.detail
+    assert [report["message"] for report in reports] == []
 
 
 async def test_wrong_certificate_name(dovecot: DovecotServer, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from monitor.probes.imap_replies import (
     printable,
     quote,
     response_code,
+    secret_forms,
 )
 from monitor.probes.result import Reason
 
@@ -125,3 +126,15 @@ def test_quote_and_printable() -> None:
     """Quoting escapes; printable strips control characters and bounds length."""
     assert quote('a"b\\c') == '"a\\"b\\\\c"'
     assert printable(b"bad\r\nline\x00" + b"x" * 500, 20) == "bad  line xxxxxxxxxx"
+
+
+def test_secret_forms() -> None:
+    """A secret is looked for raw, as quote() sends it, and as printable() would show both,
+    longest first so that no shorter form leaves part of a longer one behind."""
+    assert secret_forms('a"b\\c\td') == (
+        'a\\"b\\\\c\td',
+        'a\\"b\\\\c d',
+        'a"b\\c\td',
+        'a"b\\c d',
+    )
+    assert secret_forms("") == ()

@@ -14,7 +14,13 @@ from aioimaplib import aioimaplib
 
 from monitor.config.model import ServerConfig, TlsMode
 from monitor.credentials import Secret
-from monitor.probes.imap_replies import ReplyError, classify_login_refusal, printable, status_text
+from monitor.probes.imap_replies import (
+    ReplyError,
+    classify_login_refusal,
+    printable,
+    secret_forms,
+    status_text,
+)
 from monitor.probes.imap_session import GreetingRefused, ImapSession, ProtocolFault
 from monitor.probes.imap_usage import read_usage
 from monitor.probes.result import Phase, ProbeResult, Protocol, QuotaReading, Reason
@@ -134,7 +140,7 @@ class _Run:
                 except TimeoutError:
                     quota_error = "timed out before the usage was read"
                 except (ReplyError, aioimaplib.AioImapException, ConnectionError) as exc:
-                    quota_error = self._scrub(printable(str(exc)) or type(exc).__name__)
+                    quota_error = printable(str(exc)) or type(exc).__name__
             await self._logout()
             return self._result(started, Reason.OK, "", quota, quota_error)
         except Exception as exc:
@@ -198,7 +204,9 @@ class _Run:
             response = await session.login(self.address, self.secret.reveal())
             if response.result != "OK":
                 text = status_text(response.lines)
-                return classify_login_refusal(response.result, text), printable(text)
+                # Scrubbed before printable() cuts it, so no part of an echoed secret is left.
+                shown = printable(self._scrub(text.decode("utf-8", "replace")))
+                return classify_login_refusal(response.result, text), shown
             if not session.capabilities:
                 await session.refresh_capabilities()
         return None
@@ -221,12 +229,14 @@ class _Run:
             failed_phase=failed_phase,
             detail=self._scrub(detail),
             quota=quota,
-            quota_error=quota_error,
+            quota_error=self._scrub(quota_error),
         )
 
     def _scrub(self, text: str) -> str:
-        secret = self.secret.reveal()
-        return text.replace(secret, "********") if secret and secret in text else text
+        """Text with the secret masked in every form a server could echo it back in."""
+        for form in secret_forms(self.secret.reveal()):
+            text = text.replace(form, "********")
+        return text
 
 
 def classify_exception(exc: BaseException, phase: Phase | None) -> tuple[Reason, str]:

@@ -195,9 +195,23 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """Every form in which a secret the probe sent may come back in server text, longest
+    first: as sent (quote()'s escaped body, the only encoding a probe sends it in), as
+    the raw value, and both as printable() shows them."""
+    if not secret:
+        return ()
+    escaped = quote(secret)[1:-1]
+    forms = {secret, escaped, _visible(secret), _visible(escaped)}
+    return tuple(sorted(forms, key=lambda form: (-len(form), form)))
+
+
 def printable(text: bytes | str, limit: int = 200) -> str:
     """Server text made safe for a log line or a label: no control characters, bounded."""
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8", "replace")
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return cleaned[:limit]
+    return _visible(text).strip()[:limit]
+
+
+def _visible(text: str) -> str:
+    return "".join(ch if ch.isprintable() else " " for ch in text)

@@ -83,7 +83,8 @@ async def _sum_message_sizes(
         response = await session.examine(folder)
         _expect_ok("EXAMINE", response)
         exists = parse_exists(response.lines)
-        # aioimaplib parses a reply recursively, line by line: long replies must be cut up.
+        # In chunks, so that even a mailbox of millions of messages stays within the
+        # session's cap on one reply (100,000 lines).
         for first in range(1, exists + 1, chunk):
             last = min(first + chunk - 1, exists)
             reply = await session.fetch_sizes(first, last)
