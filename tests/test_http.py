@@ -34,6 +34,8 @@ from monitor.metrics.http import EndpointError, Health, HttpEndpoint
 from monitor.metrics.page import MetricsPage
 from monitor.probes.result import Phase, ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
 from monitor.scheduling.scheduler import MailboxStatus, SchedulerView
+from monitor.scheduling.view import StateHealth
+from monitor.state.store import WriteHealth
 
 MAILBOXES = 1500  # over one slice of the page, so it comes in several pieces
 WAIT = 10.0  # generous: how long a client waits for anything before the test fails
@@ -56,7 +58,20 @@ def fake_view(count: int) -> SchedulerView:
         )
         statuses[mailbox.address] = MailboxStatus(mailbox, result, 1.7e9 + i, reading)
     return SchedulerView(
-        config, statuses, {}, {Protocol.IMAP: count}, {}, 0, {}, 0, None, 0.0, time.monotonic()
+        config=config,
+        mailboxes=statuses,
+        servers={},
+        probes={Protocol.IMAP: count},
+        failures={},
+        quota_failures=0,
+        skipped={},
+        server_checks={},
+        server_check_failures={},
+        in_flight=0,
+        cycle_seconds=None,
+        lag_seconds=0.0,
+        dispatcher_due=time.monotonic(),
+        state=StateHealth(WriteHealth(True, 0, ""), 0),
     )
 
 

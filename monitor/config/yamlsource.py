@@ -93,16 +93,21 @@ def load_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
 
 
 def _read(path: Path) -> str:
+    # In pieces: one read of the whole cap would allocate the 4 MiB for every small file.
+    chunks: list[bytes] = []
+    size = 0
     try:
         with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            while size <= MAX_FILE_BYTES and (chunk := handle.read(64 * 1024)):
+                chunks.append(chunk)
+                size += len(chunk)
     except OSError as exc:
         raise ConfigError([Problem(path, "", f"cannot read file: {exc.strerror}")]) from None
-    if len(raw) > MAX_FILE_BYTES:
+    if size > MAX_FILE_BYTES:
         rule = f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
         raise ConfigError([Problem(path, "", rule)])
     try:
-        return raw.decode("utf-8")
+        return b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([Problem(path, "", "file is not UTF-8 text")]) from None
 
