@@ -63,8 +63,12 @@ class Scraper(threading.Thread):
     def scrape(self) -> tuple[float, float, int]:
         """One timed scrape."""
         start = time.monotonic()
+        size = 0
         with urllib.request.urlopen(self.url, timeout=30) as response:
-            size = len(response.read())
+            # In pieces: a copy of the whole page here would count in the daemon's own peak
+            # memory, where Prometheus, in a process of its own, would not.
+            while piece := response.read(65536):
+                size += len(piece)
         entry = (start, time.monotonic() - start, size)
         self.scrapes.append(entry)
         return entry

@@ -39,6 +39,7 @@ class LoginGuard:
         self._writer: asyncio.Task[None] | None = None
         self._resolved: set[Key] = set()
         self._unsaved: dict[Key, Lockout] = {}
+        self._failing = False  # logged once when writes start failing, once when they work
 
     def precheck(self, request: Request) -> Verdict:
         """The verdict from memory alone: lets a held or locked mailbox skip connecting."""
@@ -84,7 +85,8 @@ class LoginGuard:
         except StateError as exc:
             self._write_failed(exc)
             return
-        self._saved(resolved, unsaved)
+        if resolved or unsaved:
+            self._saved(resolved, unsaved)
         if loaded is not None:
             lockouts, attempts = loaded
             self.lockouts = lockouts | self._unsaved
@@ -167,6 +169,12 @@ class LoginGuard:
         for key, lockout in unsaved.items():
             if self._unsaved.get(key) is lockout:
                 del self._unsaved[key]
+        if self._failing:
+            self._failing = False
+            log.warning("lockouts_saved_again", unsaved_lockouts=len(self._unsaved))
 
     def _write_failed(self, exc: StateError) -> None:
-        log.error("state_write_failed", error=str(exc), unsaved_lockouts=len(self._unsaved))
+        # Once per outage, not once per probe: bma_state_write_failures_total counts them.
+        if not self._failing:
+            self._failing = True
+            log.error("lockouts_not_saved", error=str(exc), unsaved_lockouts=len(self._unsaved))

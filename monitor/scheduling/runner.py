@@ -96,6 +96,36 @@ class ProbeRunner:
         """The TLS context for a configured server."""
         return self._contexts[server]
 
+    async def run_guarded(
+        self, mailbox: Mailbox, *, estimate_usage: bool, force: bool = False
+    ) -> Outcomes:
+        """`run`, where a bug or a runaway probe becomes a result, never a dead daemon."""
+        started = self._clock()
+        # The probe keeps its own deadlines; this outer one only catches a bug that ignores them.
+        server = self._config.servers.get(mailbox.server)
+        limit = self._config.probing.timeout + (server.command_timeout if server else 0) + 5
+        try:
+            async with asyncio.timeout(limit):
+                return await self.run(mailbox, estimate_usage=estimate_usage, force=force)
+        except TimeoutError:
+            log.error("probe_overran", mailbox=mailbox.local_part, limit=limit)
+            return ProbeResult(
+                mailbox.address,
+                Protocol.IMAP,
+                Reason.TIMEOUT,
+                started,
+                detail="probe overran its deadline",
+            )
+        except Exception as exc:
+            log.exception("probe_crashed", mailbox=mailbox.local_part)
+            return ProbeResult(
+                mailbox.address,
+                Protocol.IMAP,
+                Reason.INTERNAL_ERROR,
+                started,
+                detail=type(exc).__name__,
+            )
+
     async def run(self, mailbox: Mailbox, *, estimate_usage: bool, force: bool = False) -> Outcomes:
         """Probe one mailbox unless the guard holds its credential back."""
         address = mailbox.address

@@ -14,7 +14,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 
 import structlog
@@ -129,15 +129,32 @@ class Scheduler:
         targets = self._config.mailboxes if mailboxes is None else mailboxes
         await self._runner.refresh_credentials(targets)
         cycle = Cycle(self._clock())
-        loop = asyncio.get_running_loop()
+        request = ProbeRequest(estimate=True, force=force, outcomes=outcomes)
+        by_server: dict[str, list[Mailbox]] = {}
+        for mailbox in targets:
+            by_server.setdefault(mailbox.server, []).append(mailbox)
+        # As many workers per server as it takes connections: a task per mailbox would hold
+        # 10,000 waiting coroutines (about 20 MB), and a shared queue would let a slow
+        # server's backlog hold up the others.
         async with asyncio.TaskGroup() as group:
-            for mailbox in targets:
-                request = ProbeRequest(estimate=True, force=force, outcomes=outcomes)
-                self._start(group, mailbox, cycle, loop.time(), request)
-            cycle.dispatched_all = True
+            for server, queued in by_server.items():
+                pending = iter(queued)
+                server_config = self._config.servers.get(server)
+                workers = min(len(queued), server_config.max_connections if server_config else 1)
+                for _ in range(workers):
+                    group.create_task(self._sweep_worker(pending, cycle, request))
+        cycle.dispatched_all = True  # only now: a worker between two mailboxes has none pending
         self._cycle_progress(cycle)
         await self.flush()
         return outcomes
+
+    async def _sweep_worker(
+        self, pending: Iterator[Mailbox], cycle: Cycle, request: ProbeRequest
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for mailbox in pending:
+            self._begin(mailbox, cycle)
+            await self._probe(mailbox, cycle, loop.time(), request)
 
     async def flush(self) -> None:
         """Write changed mailbox records and the guard's pending rows to the state file."""
@@ -225,9 +242,13 @@ class Scheduler:
         request: ProbeRequest,
     ) -> None:
         """Start the probe's task; it waits for its limits itself."""
+        self._begin(mailbox, cycle)
+        group.create_task(self._probe(mailbox, cycle, due, request))
+
+    def _begin(self, mailbox: Mailbox, cycle: Cycle) -> None:
+        """Count a probe as under way until `_probe` ends."""
         self._running.add(mailbox.address)
         cycle.pending += 1
-        group.create_task(self._probe(mailbox, cycle, due, request))
 
     async def _probe(
         self, mailbox: Mailbox, cycle: Cycle, due: float, request: ProbeRequest
@@ -248,7 +269,9 @@ class Scheduler:
                     if request.estimate is not None
                     else estimate_due(status, self._clock(), self._config.probing)
                 )
-                outcome = await self._run_guarded(mailbox, estimate, request.force)
+                outcome = await self._runner.run_guarded(
+                    mailbox, estimate_usage=estimate, force=request.force
+                )
             if request.outcomes is not None:
                 request.outcomes[mailbox.address] = outcome
             try:
@@ -261,34 +284,6 @@ class Scheduler:
             self._running.discard(mailbox.address)
             cycle.pending -= 1
             self._cycle_progress(cycle)
-
-    async def _run_guarded(self, mailbox: Mailbox, estimate: bool, force: bool) -> Outcomes:
-        """Run a probe; a bug or a runaway probe becomes a result, never a dead daemon."""
-        started = self._clock()
-        # The probe keeps its own deadlines; this outer one only catches a bug that ignores them.
-        server = self._config.servers.get(mailbox.server)
-        limit = self._config.probing.timeout + (server.command_timeout if server else 0) + 5
-        try:
-            async with asyncio.timeout(limit):
-                return await self._runner.run(mailbox, estimate_usage=estimate, force=force)
-        except TimeoutError:
-            log.error("probe_overran", mailbox=mailbox.local_part, limit=limit)
-            return ProbeResult(
-                mailbox.address,
-                Protocol.IMAP,
-                Reason.TIMEOUT,
-                started,
-                detail="probe overran its deadline",
-            )
-        except Exception as exc:
-            log.exception("probe_crashed", mailbox=mailbox.local_part)
-            return ProbeResult(
-                mailbox.address,
-                Protocol.IMAP,
-                Reason.INTERNAL_ERROR,
-                started,
-                detail=type(exc).__name__,
-            )
 
     def _record(self, mailbox: Mailbox, outcome: Outcomes, estimated: bool) -> None:
         address = mailbox.address
