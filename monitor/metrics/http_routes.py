@@ -19,7 +19,8 @@ ALLOWED_METHODS = ("GET", "HEAD")
 # machine: level 1 costs 0.03 s of CPU, about what rendering the page does, and sends
 # 0.85 MB; level 6 costs 0.09 s for 0.77 MB. zlib leaves the GIL while it compresses: an
 # event loop in another thread stalled no longer (10 to 20 ms, noise included) than while
-# an uncompressed page was rendered.
+# an uncompressed page was rendered. With the server and protocol labels the page is
+# 16.3 MB (fake statuses) and level 1 sends 0.69 MB for 0.06 s, on a slower day.
 GZIP_LEVEL = 1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 
