@@ -39,7 +39,9 @@ class Daemon:
         self.reload_status = ReloadStatus(True, time.time())
         # What a reload cannot change: the values in use, whatever the file says later.
         self._fixed = {"state.path": str(store.path), "http.listen": config.http.listen}
-        credentials = CredentialStore(config.credentials, store.salt())
+        # Read once: it never changes, and a reload must not need a writable state file.
+        self._salt = store.salt()
+        credentials = CredentialStore(config.credentials, self._salt)
         self.runner = ProbeRunner(config, store, credentials)
         self.scheduler = Scheduler(config, self.runner, store)
         self.registry = CollectorRegistry()
@@ -59,9 +61,7 @@ class Daemon:
         path = self.config.source
         try:
             config = await asyncio.to_thread(load_config, path)
-            credentials = CredentialStore(
-                config.credentials, await asyncio.to_thread(self.store.salt)
-            )
+            credentials = CredentialStore(config.credentials, self._salt)
         except ConfigError as exc:
             self._reload_failed(path, exc.listed())
             return
