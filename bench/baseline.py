@@ -1,7 +1,7 @@
-"""The baseline: the least an IMAP client can do per probe, on plain asyncio streams.
+"""The baseline: raw asyncio clients (bench/raw_clients.py) probing every user once.
 
-connect, (TLS), greeting, LOGIN, GETQUOTAROOT INBOX, LOGOUT, close: the same commands the
-daemon sends to a server with QUOTA, and nothing else (no timing, parsing, logging, state).
+connect, (TLS), the protocol's commands, close: the same commands the daemon's probe
+sends, and nothing else (no timing, parsing, logging, state), at the same concurrency.
 """
 
 from __future__ import annotations
@@ -15,32 +15,23 @@ import ssl
 import sys
 import time
 
-
-async def _until_tagged(reader: asyncio.StreamReader, tag: bytes) -> bytes:
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise ConnectionError("closed")
-        if line.startswith(tag + b" "):
-            return line
+from bench.raw_clients import CLIENTS, RawProbe
 
 
 async def probe(
-    host: str, port: int, context: ssl.SSLContext | None, user: str, password: str
+    client: RawProbe,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    user: str,
+    password: str,
 ) -> bool:
-    """One probe; True when LOGIN and GETQUOTAROOT answered OK."""
+    """One probe with the protocol's raw client; True when the server said yes."""
     reader, writer = await asyncio.open_connection(
         host, port, ssl=context, server_hostname="localhost" if context else None
     )
     try:
-        await reader.readline()
-        writer.write(f'a1 LOGIN {user} "{password}"\r\n'.encode())
-        login = await _until_tagged(reader, b"a1")
-        writer.write(b"a2 GETQUOTAROOT INBOX\r\n")
-        quota = await _until_tagged(reader, b"a2")
-        writer.write(b"a3 LOGOUT\r\n")
-        await _until_tagged(reader, b"a3")
-        return login.startswith(b"a1 OK") and quota.startswith(b"a2 OK")
+        return await client(reader, writer, user, password)
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError, ssl.SSLError):
@@ -50,6 +41,7 @@ async def probe(
 async def run(args: argparse.Namespace, users: list[list[str]]) -> dict[str, object]:
     """Probe every user once at the given concurrency; return the figures."""
     context = ssl.create_default_context(cafile=args.ca) if args.tls else None
+    client = CLIENTS[args.protocol]
     slots = asyncio.Semaphore(args.concurrency)
     latencies: list[float] = []
     failed = 0
@@ -60,7 +52,7 @@ async def run(args: argparse.Namespace, users: list[list[str]]) -> dict[str, obj
             start = time.perf_counter()
             try:
                 ok = await asyncio.wait_for(
-                    probe(args.host, args.port, context, user, password), 30
+                    probe(client, args.host, args.port, context, user, password), 30
                 )
             except (OSError, TimeoutError, ssl.SSLError):
                 ok = False
@@ -89,6 +81,7 @@ async def run(args: argparse.Namespace, users: list[list[str]]) -> dict[str, obj
 def main() -> None:
     """Command line for one baseline run; prints one JSON object."""
     parser = argparse.ArgumentParser()
+    parser.add_argument("--protocol", choices=sorted(CLIENTS), default="imap")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tls", action="store_true")

@@ -20,7 +20,7 @@ from typing import Any
 from monitor.config import load_config
 from monitor.daemon import Daemon, tune_runtime
 from monitor.logs import configure_logging
-from monitor.probes.result import ProbeResult
+from monitor.probes.result import ProbeResult, Protocol
 from monitor.state.store import StateStore
 
 TICK = 0.005  # event-loop lag probe period
@@ -74,8 +74,9 @@ class Scraper(threading.Thread):
         return entry
 
 
-async def sweep(config_path: Path) -> dict[str, Any]:
-    """Probe every mailbox once through the daemon's engine; return the figures."""
+async def sweep(config_path: Path, protocol: Protocol) -> dict[str, Any]:
+    """Probe every mailbox once over one protocol through the daemon's engine; return the
+    figures."""
     config = load_config(config_path)
     configure_logging(config.logging.level, "json")
     store = StateStore.open(config.state.path)
@@ -88,7 +89,7 @@ async def sweep(config_path: Path) -> dict[str, Any]:
     scraper.start()
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    outcomes = await daemon.scheduler.sweep()
+    outcomes = await daemon.scheduler.sweep(protocols=[protocol])
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     scraper.stop.set()
@@ -135,7 +136,7 @@ async def pace(config_path: Path) -> dict[str, Any]:
     tune_runtime()
     task = asyncio.create_task(daemon.scheduler.run())
     start = time.perf_counter()
-    while sum(daemon.scheduler.view().probes.values()) < len(config.mailboxes):  # noqa: ASYNC110
+    while sum(daemon.scheduler.view().counters.probes.values()) < len(config.mailboxes):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -144,13 +145,18 @@ async def pace(config_path: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Command line: `python -m bench.engine sweep|pace CONFIG`; prints one JSON object."""
+    """Command line: `python -m bench.engine sweep|pace CONFIG [--protocol P]`; prints one
+    JSON object."""
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["sweep", "pace"])
     parser.add_argument("config", type=Path)
+    parser.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.IMAP)
     args = parser.parse_args()
-    run = sweep if args.mode == "sweep" else pace
-    print(json.dumps(asyncio.run(run(args.config))), flush=True)
+    if args.mode == "sweep":
+        figures = asyncio.run(sweep(args.config, args.protocol))
+    else:
+        figures = asyncio.run(pace(args.config))
+    print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

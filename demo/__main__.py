@@ -1,8 +1,10 @@
-"""A demo fleet on loopback: private Dovecot servers with BMAs in every state, and the daemon.
+"""A demo fleet on loopback: private servers with BMAs in every state, and the daemon.
 
-Two servers stand for the real world: `exchange` advertises neither QUOTA nor STATUS=SIZE
-(usage is summed from message sizes, against the 2 GiB default), and `legacy` reports
-QUOTA with small limits so that nearly full and full mailboxes are cheap to show.
+Two Dovecot servers, over IMAP and POP3, stand for the real world: `exchange` advertises
+neither QUOTA nor STATUS=SIZE (usage is summed from message sizes, against the 2 GiB
+default), and `legacy` reports QUOTA with small limits so that nearly full and full
+mailboxes are cheap to show. One aiosmtpd submission server, the SMTP endpoint of both,
+checks CERBERE passwords.
 """
 
 from __future__ import annotations
@@ -10,43 +12,64 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import logging
 import os
 import shutil
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydantic
 import yaml
 
+from demo.pop3_hold import Pop3Login, pop3_session_held
 from monitor import cli
 from monitor.config.model import HttpConfig, ProbingConfig
+from monitor.probes.result import Protocol
 from tests.fleet import EXCHANGE_CAPABILITY
 from tests.servers.dovecot import DovecotServer, MailUser
+from tests.servers.smtp import DISABLED, EXPIRED, SmtpServer, SmtpUser
 
 DOMAIN = "adm.cfwb.be"
 HEADER = "# Demo fleet written by `python -m demo`.\n"  # also marks a folder safe to wipe
 SPECIAL = {
     "ec000002": "nearly full (legacy server, 10 MiB quota)",
     "ec000003": "full (legacy server, 10 MiB quota)",
-    "ec000004": "wrong password: tried once, then locked out",
-    "ec000005": "CERBERE-style expiry: [EXPIRED]",
+    "ec000004": "wrong mailbox password: tried once, then locked out",
+    "ec000005": "mailbox password expired: [EXPIRED]",
     "ec000006": "account disabled: [CONTACTADMIN]",
-    "ec000007": "no credential file",
+    "ec000007": "no mailbox password file",
+    "ec000008": "wrong CERBERE password (SMTP): tried once, then locked out",
+    "ec000009": "CERBERE password expired (SMTP)",
+    "ec000010": "CERBERE account disabled (SMTP 525)",
+    "ec000011": "no CERBERE file: not probed over SMTP",
+    "ec000012": "POP3 in use: the demo keeps a POP3 session open",
 }
 LEGACY = ("ec000002", "ec000003")
-MIN_MAILBOXES = 9  # ec000001 (healthy), the special cases and two organising bodies
+WRONG_MAILBOX_PASSWORD = "ec000004"
+NO_MAILBOX_PASSWORD = "ec000007"
+WRONG_CERBERE = "ec000008"
+SMTP_REPLIES = {"ec000009": EXPIRED, "ec000010": DISABLED}  # whatever the password
+NO_CERBERE = "ec000011"
+POP3_IN_USE = "ec000012"
+MIN_MAILBOXES = 14  # ec000001 (healthy), the special cases and two organising bodies
 PO_SHARE = 11  # one organising body for about ten schools
-PROBE_TIMEOUT = "5s"
+PROBE_TIMEOUT = "15s"
+# Dovecot answers a POP3 login to a locked mailbox only after its 10 s lock wait
+# (`-ERR [IN-USE]`); with less than that for the command (and the whole probe), the probe
+# of ec000012 would end in `timeout`, and its password would be held as a login of
+# unknown outcome, instead of showing `in_use`.
+POP3_COMMAND_TIMEOUT = "14s"
 
 
 def _address(local: str) -> str:
     return f"{local}@{DOMAIN}"
 
 
-def _password(local: str) -> str:
-    return f"demo-{local}-{os.urandom(4).hex()}"
+def _password(local: str, kind: str = "demo") -> str:
+    return f"{kind}-{local}-{os.urandom(4).hex()}"
 
 
 def fleet_locals(total: int) -> list[str]:
@@ -63,14 +86,20 @@ def probing_settings(interval: str) -> dict[str, object]:
     """The configuration's `probing` section; ValueError names what is wrong with `interval`."""
     settings: dict[str, object] = {
         "interval": interval,
+        # SMTP's default hour spares CERBERE; the demo's own server needs no sparing, and
+        # its SMTP states should show within the first interval.
+        "intervals": {"smtp": interval},
         "timeout": PROBE_TIMEOUT,
         "rate_limit": 20,
         "quota_estimate_interval": "10m",
     }
     try:
-        ProbingConfig.model_validate(settings)
+        probing = ProbingConfig.model_validate(settings)
     except pydantic.ValidationError as exc:
         problem = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+    else:
+        problem = probing.timeout_rule(Protocol) or ""
+    if problem:
         if "timeout" in problem:  # the demo sets the timeout: say what that asks of the interval
             problem = f"must be longer than the demo's probe timeout ({PROBE_TIMEOUT})"
         raise ValueError(problem) from None
@@ -103,17 +132,60 @@ def _wipeable(workdir: Path) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class DemoFleet:
+    """The built fleet: its configuration, and the servers a test may question."""
+
+    config: Path
+    exchange: DovecotServer
+    legacy: DovecotServer
+    smtp: SmtpServer
+
+
+def _write_secret(credentials: Path, local: str, suffix: str, secret: str) -> None:
+    path = credentials / f"{_address(local)}.{suffix}"
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+
+
+def _smtp_user(local: str, cerbere: str) -> SmtpUser:
+    if local in SMTP_REPLIES:
+        return SmtpUser(_address(local), reply=SMTP_REPLIES[local])
+    return SmtpUser(_address(local), cerbere)
+
+
+def _endpoints(server: DovecotServer, smtp: SmtpServer) -> dict[str, object]:
+    """The server's three endpoints, all over implicit TLS with the demo's own CAs."""
+    tls = {"tls": "implicit", "tls_server_name": "localhost"}
+    return {
+        "imap": {
+            "host": server.host,
+            "port": server.imaps_port,
+            **tls,
+            "ca_file": str(server.ca_file),
+        },
+        "pop3": {
+            "host": server.host,
+            "port": server.pop3s_port,
+            **tls,
+            "ca_file": str(server.ca_file),
+            "command_timeout": POP3_COMMAND_TIMEOUT,
+        },
+        "smtp": {"host": "127.0.0.1", "port": smtp.port, **tls, "ca_file": str(smtp.ca_file)},
+    }
+
+
 def build(
     workdir: Path,
     count: int,
     listen: str,
     probing: dict[str, object],
     running: contextlib.ExitStack,
-) -> Path:
-    """Create the servers, their mail, the credentials and the config; return the config path.
+) -> DemoFleet:
+    """Create the servers, their mail, the credentials and the config; start the POP3 hold.
 
-    The folder is wiped first. Each server is stopped when `running` closes, so a failure
-    half-way leaves no Dovecot behind.
+    The folder is wiped first. Each server (and the POP3 session) is stopped when `running`
+    closes, so a failure half-way leaves no Dovecot behind.
     """
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -122,6 +194,8 @@ def build(
 
     locals_ = fleet_locals(count)
     passwords = {local: _password(local) for local in locals_}
+    # CERBERE is another system: its password is never the mailbox's.
+    cerbere = {local: _password(local, "cerbere") for local in locals_ if local != NO_CERBERE}
     legacy_users = [
         MailUser(_address("ec000002"), passwords["ec000002"], quota_rule="10M"),
         MailUser(_address("ec000003"), passwords["ec000003"], quota_rule="10M"),
@@ -142,23 +216,43 @@ def build(
             exchange_users,
             quota=False,
             capability_override=EXCHANGE_CAPABILITY,
+            pop3_lock_session=True,  # for ec000012's session to lock the daemon's POP3 out
         )
     )
     legacy = running.enter_context(DovecotServer(workdir / "legacy", legacy_users, quota=True))
+    (workdir / "smtp").mkdir()  # for its certificate
+    # aiosmtpd logs each connection, and a deprecation warning of its own making at every
+    # accepted AUTH: noise between the daemon's events. Its errors still show.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    smtp = running.enter_context(
+        SmtpServer(workdir / "smtp", [_smtp_user(local, p) for local, p in cerbere.items()])
+    )
     for i, user in enumerate(exchange_users):
         exchange.add_messages(user.address, 3 + i % 7, 4000 + 997 * (i % 11))
         if i % 5 == 0:
             exchange.add_messages(user.address, 2, 12_000, folder="Sent Items")
     legacy.add_messages(_address("ec000002"), 9, 1_000_000)
     legacy.add_messages(_address("ec000003"), 11, 1_000_000)
+    held = Pop3Login(
+        exchange.host,
+        exchange.pop3s_port,
+        exchange.client_ssl_context(),
+        _address(POP3_IN_USE),
+        passwords[POP3_IN_USE],
+    )
+    running.enter_context(pop3_session_held(held))
 
     for local in locals_:
-        if local == "ec000007":
-            continue
-        secret = "not-the-password" if local == "ec000004" else passwords[local]
-        path = credentials / f"{_address(local)}.imap"
-        path.write_text(secret + "\n")
-        path.chmod(0o600)
+        if local != NO_MAILBOX_PASSWORD:
+            wrong = local == WRONG_MAILBOX_PASSWORD
+            _write_secret(
+                credentials, local, "imap", "not-the-password" if wrong else passwords[local]
+            )
+        if local in cerbere:
+            wrong = local == WRONG_CERBERE
+            _write_secret(
+                credentials, local, "cerbere", "not-the-cerbere" if wrong else cerbere[local]
+            )
 
     with (workdir / "fleet.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -170,17 +264,8 @@ def build(
             )
             writer.writerow([local[2:], local[:2], name, "", server])
 
-    def endpoint(server: DovecotServer) -> dict[str, object]:
-        return {
-            "host": "127.0.0.1",
-            "port": server.imaps_port,
-            "tls": "implicit",
-            "ca_file": str(server.ca_file),
-            "tls_server_name": "localhost",
-        }
-
     config = {
-        "servers": {"exchange": endpoint(exchange), "legacy": endpoint(legacy)},
+        "servers": {"exchange": _endpoints(exchange, smtp), "legacy": _endpoints(legacy, smtp)},
         "default_server": "exchange",
         "probing": probing,
         "credentials": {"directory": "credentials"},
@@ -191,7 +276,7 @@ def build(
     }
     path = workdir / "bma.yaml"
     path.write_text(HEADER + yaml.safe_dump(config, sort_keys=False))
-    return path
+    return DemoFleet(path, exchange, legacy, smtp)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.EXIT_USAGE
     try:
         with contextlib.ExitStack() as running:
-            config = build(args.workdir, args.mailboxes, args.listen, probing, running)
+            config = build(args.workdir, args.mailboxes, args.listen, probing, running).config
             print(f"demo fleet ready in {args.workdir}; config {config}", file=sys.stderr)
             print(
                 f"metrics: http://{args.listen}/metrics  health: http://{args.listen}/healthz",

@@ -23,10 +23,18 @@ from monitor.credentials import (
 )
 from monitor.logs import configure_logging
 from monitor.metrics.http import EndpointError
-from monitor.probes.result import QuotaReading
-from monitor.quota import quota_level, usage_ratio
+from monitor.probes.registry import PROBERS
+from monitor.probes.result import Protocol, QuotaReading
+from monitor.quota import better_reading, quota_level, usage_ratio
 from monitor.scheduling.events import quota_fields
-from monitor.scheduling.runner import Held, LockedOut, Outcomes, ProbeRunner
+from monitor.scheduling.runner import (
+    OPTIONAL_SECRETS,
+    Held,
+    LockedOut,
+    NoCredential,
+    Outcomes,
+    ProbeRunner,
+)
 from monitor.scheduling.scheduler import Scheduler
 from monitor.state.store import StateError, StateStore
 
@@ -34,6 +42,7 @@ EXIT_OK = 0
 EXIT_PROBE_FAILED = 1
 EXIT_USAGE = 2  # bad configuration, unknown mailbox, unusable state file
 HELD_REASON = "outcome_unknown"  # shown for a mailbox the lock-out guard holds back
+NOT_PROBED_REASON = "no_credential"  # shown where an optional secret (CERBERE) is absent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,7 +93,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="mailboxes to probe (address or local part); all when omitted",
     )
-    probe.add_argument("--json", action="store_true", help="one JSON object per mailbox")
+    probe.add_argument(
+        "--protocol",
+        type=_protocols,
+        metavar="LIST",
+        help="comma-separated protocols to probe, e.g. imap,pop3,smtp (default: each "
+        "mailbox's configured protocols)",
+    )
+    probe.add_argument(
+        "--json", action="store_true", help="one JSON object per mailbox and protocol"
+    )
     probe.add_argument(
         "--force",
         action="store_true",
@@ -93,6 +111,16 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--reset-state", **reset_state)  # type: ignore[arg-type]
     probe.set_defaults(handler=_probe)
     return parser
+
+
+def _protocols(text: str) -> tuple[Protocol, ...]:
+    """The `--protocol` list."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    known = ", ".join(Protocol)
+    unknown = [name for name in names if name not in set(Protocol)]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected some of {known} (got {text!r})")
+    return tuple(Protocol(name) for name in dict.fromkeys(names))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -105,25 +133,37 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = CredentialStore(config.credentials, salt=b"")
-    missing: list[tuple[str, CredentialMissing]] = []
+    missing: dict[SecretKind, list[tuple[str, CredentialMissing]]] = {}
+    needed_by: dict[SecretKind, set[Protocol]] = {}
     for mailbox in config.mailboxes:
-        found = store.lookup(mailbox.address, SecretKind.IMAP)
-        if isinstance(found, CredentialMissing):
-            missing.append((mailbox.address, found))
+        for kind in sorted({PROBERS[p].secret for p in mailbox.protocols}):
+            found = store.lookup(mailbox.address, kind)
+            if isinstance(found, CredentialMissing):
+                missing.setdefault(kind, []).append((mailbox.address, found))
+                using = {p for p in mailbox.protocols if PROBERS[p].secret is kind}
+                needed_by.setdefault(kind, set()).update(using)
     kinds = {kind: sum(1 for m in config.mailboxes if m.kind == kind) for kind in ("ec", "po")}
     print(
         f"{config.source}: valid; {len(config.mailboxes)} mailboxes "
         f"({kinds['ec']} ec, {kinds['po']} po) on {len(config.servers)} server(s)"
     )
+    probed = {p: sum(1 for m in config.mailboxes if p in m.protocols) for p in PROBERS}
+    print("probed over: " + ", ".join(f"{p} {n}" for p, n in probed.items() if n))
     for problem in credential_directory_problems(config.credentials.directory):
         print(f"warning: {problem}")
-    if missing:
+    for kind in (k for k in SecretKind if k in missing):  # the mailbox password first
+        lacking = missing[kind]
+        users = "/".join(str(p) for p in Protocol if p in needed_by[kind])
+        what = f"{kind.label} (<address>.{kind})"
+        if kind in OPTIONAL_SECRETS:
+            print(f"note: {len(lacking)} mailbox(es) have no {what}, so no {users} probe:")
+        else:
+            print(f"warning: {len(lacking)} mailbox(es) have no usable {what} for {users}:")
         # The detail names the file or variable and what is wrong with it, never the secret.
-        print(f"warning: {len(missing)} mailbox(es) have no usable IMAP credential:")
-        for address, why in missing[:PROBLEMS_SHOWN]:
+        for address, why in lacking[:PROBLEMS_SHOWN]:
             print(f"  {address}: {why.detail}")
-        if len(missing) > PROBLEMS_SHOWN:
-            print(f"  ... and {len(missing) - PROBLEMS_SHOWN} more")
+        if len(lacking) > PROBLEMS_SHOWN:
+            print(f"  ... and {len(lacking) - PROBLEMS_SHOWN} more")
     return EXIT_OK
 
 
@@ -133,16 +173,22 @@ def _probe(args: argparse.Namespace) -> int:
     selected = _select(config, args.addresses)
     if selected is None:
         return EXIT_USAGE
-    results = asyncio.run(
-        _probe_all(config, selected, force=args.force, reset_state=args.reset_state)
+    wanted = args.protocol or tuple(Protocol)
+    if not any(p in wanted for m in selected for p in m.protocols):
+        names = ", ".join(str(p) for p in wanted)
+        print(f"no selected mailbox is probed over {names}", file=sys.stderr)
+        return EXIT_USAGE
+    found = asyncio.run(
+        _probe_all(config, selected, args.protocol, force=args.force, reset_state=args.reset_state)
     )
-    rows = [_row(config, mailbox, *found) for mailbox, found in zip(selected, results, strict=True)]
+    rows = [_row(config, *probed) for probed in found]
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
     else:
         _print_table(rows)
-    return EXIT_OK if all(row["login_ok"] for row in rows) else EXIT_PROBE_FAILED
+    failed = [r for r in rows if not r["login_ok"] and r["reason"] != NOT_PROBED_REASON]
+    return EXIT_PROBE_FAILED if failed else EXIT_OK
 
 
 def _select(config: Config, wanted: list[str]) -> list[Mailbox] | None:
@@ -157,17 +203,28 @@ def _select(config: Config, wanted: list[str]) -> list[Mailbox] | None:
 
 
 async def _probe_all(
-    config: Config, mailboxes: list[Mailbox], *, force: bool, reset_state: bool
-) -> list[tuple[Outcomes, QuotaReading | None]]:
-    """Each mailbox's outcome, with the last usage known for it (from the state file too)."""
+    config: Config,
+    mailboxes: list[Mailbox],
+    protocols: tuple[Protocol, ...] | None,
+    *,
+    force: bool,
+    reset_state: bool,
+) -> list[tuple[Mailbox, Protocol, Outcomes, QuotaReading | None]]:
+    """Each (mailbox, protocol) outcome, in mailbox then protocol order, with the best usage
+    known for the mailbox (from the state file too)."""
     store = await asyncio.to_thread(StateStore.open, config.state.path, reset=reset_state)
     try:
         credentials = CredentialStore(config.credentials, store.salt())
         runner = ProbeRunner(config, store, credentials)
         scheduler = Scheduler(config, runner, store)
-        outcomes = await scheduler.sweep(mailboxes, force=force)
+        outcomes = await scheduler.sweep(mailboxes, protocols, force=force)
         statuses = scheduler.view().mailboxes
-        return [(outcomes[m.address], statuses[m.address].quota) for m in mailboxes]
+        return [
+            (m, p, outcomes[(m.address, p)], statuses[m.address].quota)
+            for m in mailboxes
+            for p in m.protocols
+            if (m.address, p) in outcomes
+        ]
     finally:
         store.close()
 
@@ -175,37 +232,42 @@ async def _probe_all(
 def _row(
     config: Config,
     mailbox: Mailbox,
+    protocol: Protocol,
     outcome: Outcomes,
-    last_quota: QuotaReading | None,
+    best_quota: QuotaReading | None,
 ) -> dict[str, Any]:
     """One JSON row; every outcome fills the same keys, null where they do not apply."""
     held_until: float | None = None
+    reading = best_quota  # unless this probe measured: the best reading known
     if isinstance(outcome, LockedOut):
         lockout = outcome.lockout
         probed, reason = None, str(lockout.reason)
+        over = "" if lockout.protocol is protocol else f" over {lockout.protocol}"
         detail = (
-            f"not tried: refused before ({lockout.detail}); change the credential or use --force"
+            f"not tried: this password was refused before{over} ({lockout.detail}); "
+            "change the credential or use --force"
         )
-        reading = last_quota  # nothing was measured now: the last reading is the best known
+    elif isinstance(outcome, NoCredential):
+        probed, reason = None, NOT_PROBED_REASON
+        detail = f"not probed: {outcome.detail}"
     elif isinstance(outcome, Held):
-        probed, reason, held_until, reading = None, HELD_REASON, outcome.until, last_quota
+        probed, reason, held_until = None, HELD_REASON, outcome.until
         detail = (
             "not tried: the last login with this credential got no answer, and the server may "
             f"have counted it; held until {_when(outcome.until)} (or change the credential, "
             "or use --force)"
         )
     else:
-        probed, reason, detail, reading = (
-            outcome,
-            str(outcome.reason),
-            outcome.detail,
-            outcome.quota,
-        )
+        probed, reason, detail = outcome, str(outcome.reason), outcome.detail
+        # The mailbox's best reading, not the probe's own: POP3's inbox size judged
+        # against the default limit would call a mailbox full over IMAP "ok" at 1%.
+        reading = better_reading(best_quota, outcome.quota)
     return {
         "address": mailbox.address,
         "mailbox": mailbox.local_part,
         "kind": str(mailbox.kind),
         "server": mailbox.server,
+        "protocol": str(protocol),
         "login_ok": probed is not None and probed.login_ok,
         "reason": reason,
         "locked_out": isinstance(outcome, LockedOut),
@@ -243,19 +305,24 @@ def _when(timestamp: float) -> str:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
+    """Rows grouped by mailbox: its name, kind and server on its first row only."""
     header = (
-        *("MAILBOX", "KIND", "SERVER", "RESULT"),
+        *("MAILBOX", "KIND", "SERVER", "PROTOCOL", "RESULT"),
         *("USED", "LIMIT", "USE", "LEVEL", "SOURCE"),
         *("TIME", "DETAIL"),
     )
     lines = [header]
+    previous = None
     for row in rows:
         ratio, seconds = row["quota_usage_ratio"], row["duration_seconds"]
+        first = row["address"] != previous
+        previous = row["address"]
         lines.append(
             (
-                row["mailbox"],
-                row["kind"],
-                row["server"],
+                row["mailbox"] if first else "",
+                row["kind"] if first else "",
+                row["server"] if first else "",
+                row["protocol"],
                 row["reason"] + (" (locked)" if row["locked_out"] else ""),
                 _bytes(row["quota_used_bytes"]),
                 _bytes(row["quota_limit_bytes"]),

@@ -36,8 +36,14 @@ _NOT_REGULAR = {
 class SecretKind(StrEnum):
     """Which of a mailbox's two passwords."""
 
-    IMAP = "imap"  # the mailbox password
+    # The mailbox password, used by IMAP and POP3; its files keep the `.imap` suffix.
+    MAILBOX = "imap"
     CERBERE = "cerbere"  # the CERBERE password, used for SMTP
+
+    @property
+    def label(self) -> str:
+        """What the secret is, for people."""
+        return "mailbox password" if self is SecretKind.MAILBOX else "CERBERE password"
 
 
 class Secret:

@@ -87,6 +87,15 @@ class Daemon:
         self.config = config
         self.reload_status = ReloadStatus(True, time.time())
         log.info("reloaded", config=str(path), mailboxes=len(config.mailboxes))
+        await self.warm_metrics()
+
+    async def warm_metrics(self) -> None:
+        """Render the per-mailbox metrics ahead of the next scrape, off the event loop."""
+        try:
+            await asyncio.to_thread(self.metrics.warm)
+        except Exception:
+            # The scrape will render them itself; a bug here must not stop the daemon.
+            log.exception("metrics_warm_failed")
 
     def _reload_failed(self, path: Path, problems: list[str]) -> None:
         self.reload_status = ReloadStatus(False, self.reload_status.last_success_at)
@@ -118,6 +127,7 @@ class Daemon:
         for problem in await asyncio.to_thread(credential_directory_problems, directory):
             log.warning("credentials_directory", problem=problem)
         scheduler = loop.create_task(self.scheduler.run())
+        warming = loop.create_task(self.warm_metrics())
         stopping = loop.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait({scheduler, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -125,6 +135,7 @@ class Daemon:
                 scheduler.result()  # a crashed scheduler must end the process, loudly
         finally:
             stopping.cancel()
+            warming.cancel()
             scheduler.cancel()
             await asyncio.gather(scheduler, return_exceptions=True)
             self.http.stop()

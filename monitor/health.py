@@ -22,7 +22,9 @@ def health_report(
     write = view.state.write
     return overdue < stale_after, {
         "mailboxes": len(view.mailboxes),
-        "servers_down": sorted(name for name, s in view.servers.items() if not s.up),
+        "servers_down": sorted(
+            f"{name}/{protocol}" for (name, protocol), s in view.servers.items() if not s.up
+        ),
         "in_flight": view.in_flight,
         "dispatcher_overdue_seconds": round(overdue, 3),
         "state": {

@@ -37,3 +37,16 @@ def quota_level(reading: QuotaReading, config: QuotaConfig) -> QuotaLevel:
     if ratio >= config.warning_ratio:
         return QuotaLevel.WARNING
     return QuotaLevel.OK
+
+
+def better_reading(current: QuotaReading | None, new: QuotaReading | None) -> QuotaReading | None:
+    """The reading to keep: the newer one, unless it covers less of the mailbox.
+
+    POP3's STAT counts the inbox only: it stands in where nothing else measured the mailbox,
+    and never replaces a QUOTA figure or a whole-mailbox IMAP sum.
+    """
+    if new is None:
+        return current
+    if current is None or new.source.rank >= current.source.rank:
+        return new
+    return current

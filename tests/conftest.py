@@ -44,6 +44,12 @@ def status_size(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotSer
     yield from _fleet_server(tmp_path_factory, "dovecot-status", quota=False)
 
 
+@pytest.fixture(scope="session")
+def pop3_locking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A Dovecot that locks a mailbox against a second POP3 session (pop3_lock_session)."""
+    yield from _fleet_server(tmp_path_factory, "dovecot-pop3-lock", pop3_lock_session=True)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_structlog() -> Iterator[None]:
     """Each test starts from structlog's defaults, whatever an earlier test configured."""

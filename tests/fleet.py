@@ -67,6 +67,11 @@ def fill(server: DovecotServer) -> None:
             server.add_messages(address(local), count, size, folder=folder)
 
 
+def cerbere_password(local: str) -> str:
+    """A recognisable CERBERE password, apart from the mailbox one, so tests tell them apart."""
+    return f"Cerbere-{local}-4Xw!"
+
+
 def write_config(
     directory: Path,
     server: DovecotServer | None,
@@ -75,44 +80,77 @@ def write_config(
     *,
     passwords: dict[str, str] | None = None,
     port: int | None = None,
+    protocols: dict[str, dict[str, Any]] | None = None,
+    cerbere: dict[str, str] | None = None,
+    mailbox_protocols: dict[str, list[str]] | None = None,
     probing: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write credential files and a config for `mailboxes` (local parts) on `server`."""
+    """Write credential files and a config for `mailboxes` (local parts) on `server`.
+
+    `protocols` gives the server's endpoints, each as settings over the fleet's defaults
+    (IMAP alone when None; `port` is IMAP's); an SMTP endpoint needs its `port`, since
+    Dovecot here serves no submission. `cerbere` writes `<address>.cerbere` files, and
+    `mailbox_protocols` gives entries their own protocol lists.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     credentials = directory / "credentials"
     credentials.mkdir(mode=0o700, exist_ok=True)
     locals_ = mailboxes if mailboxes is not None else [EMPTY]
     passwords = passwords or {}
     for local in locals_:
-        secret = passwords.get(local, password(local))
-        path = credentials / f"{address(local)}.imap"
-        path.write_text(secret + "\n")
-        path.chmod(0o600)
-    if port is None:
-        assert server is not None
-        port = server.imaps_port if tls == "implicit" else server.imap_port
-    endpoint: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "tls": tls,
-        "connect_timeout": "3s",
-        "command_timeout": "5s",
+        _write_secret(credentials / f"{address(local)}.imap", passwords.get(local, password(local)))
+    for local, secret in (cerbere or {}).items():
+        _write_secret(credentials / f"{address(local)}.cerbere", secret)
+    endpoints = {
+        protocol: _endpoint(protocol, server, settings.get("tls", tls), port) | settings
+        for protocol, settings in (protocols or {"imap": {}}).items()
     }
-    if tls != "none" and server is not None:
-        endpoint |= {"ca_file": str(server.ca_file), "tls_server_name": "localhost"}
+    entries: list[dict[str, Any]] = []
+    for local in locals_:
+        entry: dict[str, Any] = {"address": address(local)}
+        if mailbox_protocols and local in mailbox_protocols:
+            entry["protocols"] = mailbox_protocols[local]
+        entries.append(entry)
     document: dict[str, Any] = {
-        "servers": {"dovecot": endpoint},
+        "servers": {"dovecot": endpoints},
         "probing": {"interval": "1m", "timeout": "10s", "rate_limit": 0, **(probing or {})},
         "credentials": {"directory": "credentials"},
         "state": {"path": "state.db"},
         "http": {"listen": "127.0.0.1:0"},
-        "mailboxes": [{"address": address(local)} for local in locals_],
+        "mailboxes": entries,
         **(extra or {}),
     }
     path = directory / "bma.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+
+
+def _endpoint(
+    protocol: str, server: DovecotServer | None, tls: str, imap_port: int | None
+) -> dict[str, Any]:
+    """The fleet's settings for one endpoint on loopback, before a test's own."""
+    endpoint: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "tls": tls,
+        "connect_timeout": "3s",
+        "command_timeout": "5s",
+    }
+    if protocol == "imap":
+        if imap_port is None:
+            assert server is not None
+            imap_port = server.imaps_port if tls == "implicit" else server.imap_port
+        endpoint["port"] = imap_port
+    elif protocol == "pop3" and server is not None:
+        endpoint["port"] = server.pop3s_port if tls == "implicit" else server.pop3_port
+    if tls != "none" and server is not None:
+        endpoint |= {"ca_file": str(server.ca_file), "tls_server_name": "localhost"}
+    return endpoint
 
 
 def config_for(

@@ -46,10 +46,10 @@ def test_probe_table(
     assert main(["probe", "--config", str(path), fleet.FULL, fleet.address(fleet.EMPTY)]) == EXIT_OK
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].split()
-    assert header[:4] == ["MAILBOX", "KIND", "SERVER", "RESULT"]
-    assert header[4:] == ["USED", "LIMIT", "USE", "LEVEL", "SOURCE", "TIME", "DETAIL"]
+    assert header[:5] == ["MAILBOX", "KIND", "SERVER", "PROTOCOL", "RESULT"]
+    assert header[5:] == ["USED", "LIMIT", "USE", "LEVEL", "SOURCE", "TIME", "DETAIL"]
     full = lines[1].split()
-    assert full[:4] == [fleet.FULL, "ec", "dovecot", "ok"]
+    assert full[:5] == [fleet.FULL, "ec", "dovecot", "imap", "ok"]
     assert "10.0 MiB" in lines[1] and "105%  full" in lines[1] and "imap_quota" in lines[1]
     assert lines[2].split()[0] == fleet.EMPTY
     assert "0%    ok" in lines[2]
@@ -116,7 +116,9 @@ def test_check_valid(
     assert main(["check", "--config", str(path)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "valid; 2 mailboxes (2 ec, 0 po) on 1 server(s)" in out
-    assert "warning: 1 mailbox(es) have no usable IMAP credential:" in out
+    assert (
+        "warning: 1 mailbox(es) have no usable mailbox password (<address>.imap) for imap:" in out
+    )
     assert f"  {fleet.address(fleet.FULL)}: no file " in out
 
 

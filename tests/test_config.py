@@ -28,7 +28,7 @@ INVALID = {
     "invalid-contact.yaml": "invalid-contact.yaml:4: mailboxes[0].contact: "
     "must be an e-mail address (got 'not-an-address')",
     "invalid-csv-header.yaml": "badheader.csv:1: header must name the columns fase, kind[, name, "
-    "contact, server]; unknown column(s): number, type; missing column(s): fase, kind",
+    "contact, server, protocols]; unknown column(s): number, type; missing column(s): fase, kind",
     "invalid-csv.yaml": "bad.csv:3: fase: must be exactly six digits, e.g. '001234' (got '12345')",
     "invalid-date.yaml": "invalid-date.yaml:4: invalid YAML: '2024-13-01' is not a valid date",
     "invalid-domain.yaml": "invalid-domain.yaml:4: mailboxes[0].address: must be ec or po, six "
@@ -101,7 +101,8 @@ def test_example_config_is_valid() -> None:
     config = load_config(EXAMPLE)
     assert config.domain == "adm.cfwb.be"
     assert config.default_server == "exchange"
-    assert config.servers["exchange"].tls is TlsMode.IMPLICIT
+    exchange = config.servers["exchange"]
+    assert exchange.imap is not None and exchange.imap.tls is TlsMode.IMPLICIT
     assert config.probing.interval == 300
     assert int(config.quota.default_limit) == 2 * 1024**3
     assert [m.address for m in config.mailboxes] == ["ec001234@adm.cfwb.be", "po000042@adm.cfwb.be"]
@@ -163,7 +164,8 @@ def test_durations(text: object, seconds: float) -> None:
 def test_anchors_and_merge_keys_load(tmp_path: Path) -> None:
     """Anchors and merge keys work, and keys written beside a merge override the merged ones."""
     config = load_config(DATA / "valid-anchors.yaml")
-    backup = config.servers["backup"]
+    backup = config.servers["backup"].imap
+    assert backup is not None
     assert (backup.host, backup.port, backup.connect_timeout) == ("127.0.0.2", 1993, 5.0)
     assert [(m.address, m.contact, m.server) for m in config.mailboxes] == [
         ("ec000001@adm.cfwb.be", "direction@example.org", "main"),
@@ -313,12 +315,12 @@ def test_numbers_out_of_range_are_refused(
 
 def test_every_numeric_setting_has_a_range_test() -> None:
     """No numeric setting is left out of OUT_OF_RANGE."""
-    from monitor.config.model import OutageConfig, ProbingConfig, QuotaConfig, ServerConfig
+    from monitor.config.model import EndpointConfig, OutageConfig, ProbingConfig, QuotaConfig
 
     numeric = {
         f"{prefix}.{name}"
         for prefix, model in [
-            ("servers.main", ServerConfig),
+            ("servers.main", EndpointConfig),  # the flat form, as _document writes it
             ("probing", ProbingConfig),
             ("probing.outage", OutageConfig),
             ("quota", QuotaConfig),

@@ -30,7 +30,7 @@ HANG_AFTER = 10.0  # seconds; only a blocked read takes anywhere near this long
 @pytest.fixture
 def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty credentials directory, with no secret in the environment to fall back on."""
-    variable = CredentialStore(CredentialsConfig(), b"").variable_name(ADDRESS, SecretKind.IMAP)
+    variable = CredentialStore(CredentialsConfig(), b"").variable_name(ADDRESS, SecretKind.MAILBOX)
     monkeypatch.delenv(variable, raising=False)
     path = tmp_path / "credentials"
     path.mkdir(mode=0o700)
@@ -46,7 +46,7 @@ def lookup_or_fail(store: CredentialStore) -> Credential | CredentialMissing:
     """The lookup, run in a thread so that a read which blocks fails the test instead of hanging."""
     results: queue.Queue[Credential | CredentialMissing] = queue.Queue()
     thread = threading.Thread(
-        target=lambda: results.put(store.lookup(ADDRESS, SecretKind.IMAP)), daemon=True
+        target=lambda: results.put(store.lookup(ADDRESS, SecretKind.MAILBOX)), daemon=True
     )
     thread.start()
     try:
@@ -91,7 +91,7 @@ def test_link_to_dev_zero_is_refused(directory: Path) -> None:
     path = directory / f"{ADDRESS}.imap"
     path.symlink_to("/dev/zero")
     with memory_capped(512 * 1024 * 1024):
-        found = store_for(directory).lookup(ADDRESS, SecretKind.IMAP)
+        found = store_for(directory).lookup(ADDRESS, SecretKind.MAILBOX)
     assert missing_detail(found) == f"{path} is a character device, not a regular file"
 
 
@@ -99,7 +99,7 @@ def test_directory_is_refused(directory: Path) -> None:
     """A directory where the file should be is named as such."""
     path = directory / f"{ADDRESS}.imap"
     path.mkdir()
-    found = store_for(directory).lookup(ADDRESS, SecretKind.IMAP)
+    found = store_for(directory).lookup(ADDRESS, SecretKind.MAILBOX)
     assert missing_detail(found) == f"{path} is a directory, not a regular file"
 
 
@@ -107,17 +107,17 @@ def test_oversized_file_is_refused(directory: Path) -> None:
     """A file over 4096 bytes is not a password; one of exactly 4096 bytes still is."""
     path = directory / f"{ADDRESS}.imap"
     path.write_bytes(b"x" * 4096)
-    found = store_for(directory).lookup(ADDRESS, SecretKind.IMAP)
+    found = store_for(directory).lookup(ADDRESS, SecretKind.MAILBOX)
     assert isinstance(found, Credential) and len(found.secret.reveal()) == 4096
     path.write_bytes(b"x" * 4096 + b"\n")
-    found = store_for(directory).lookup(ADDRESS, SecretKind.IMAP)
+    found = store_for(directory).lookup(ADDRESS, SecretKind.MAILBOX)
     assert missing_detail(found) == f"{path} is larger than 4096 bytes"
 
 
 def test_leading_byte_order_mark_is_dropped(directory: Path) -> None:
     """A file saved by a Windows editor (BOM, CRLF) gives the password alone."""
     (directory / f"{ADDRESS}.imap").write_bytes("\ufeffPässwörd-1\r\n".encode())
-    found = store_for(directory).lookup(ADDRESS, SecretKind.IMAP)
+    found = store_for(directory).lookup(ADDRESS, SecretKind.MAILBOX)
     assert isinstance(found, Credential) and found.secret.reveal() == "Pässwörd-1"
 
 
@@ -129,11 +129,11 @@ def test_linked_file_is_read_and_followed_when_the_link_moves(directory: Path) -
     (directory / "..data").symlink_to("v1")
     (directory / f"{ADDRESS}.imap").symlink_to(f"..data/{ADDRESS}.imap")
     store = store_for(directory)
-    first = store.lookup(ADDRESS, SecretKind.IMAP)
+    first = store.lookup(ADDRESS, SecretKind.MAILBOX)
     assert isinstance(first, Credential) and first.secret.reveal() == "first-secret"
     (directory / "..next").symlink_to("v2")
     (directory / "..next").replace(directory / "..data")  # Kubernetes' atomic swap
-    second = store.lookup(ADDRESS, SecretKind.IMAP, first)
+    second = store.lookup(ADDRESS, SecretKind.MAILBOX, first)
     assert isinstance(second, Credential) and second.secret.reveal() == "second-secret"
 
 
@@ -153,7 +153,9 @@ def test_check_says_why_each_credential_is_unusable(
     file[fleet.FOLDERS].mkdir()
     assert main(["check", "--config", str(path)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "warning: 4 mailbox(es) have no usable IMAP credential:" in out
+    assert (
+        "warning: 4 mailbox(es) have no usable mailbox password (<address>.imap) for imap:" in out
+    )
     lines = out.splitlines()
     for local, reason in (
         (fleet.EMPTY, f"{file[fleet.EMPTY]} is empty"),
@@ -179,7 +181,9 @@ def test_check_lists_ten_unusable_credentials_then_counts(
         (tmp_path / "credentials" / f"{fleet.address(local)}.imap").write_text("")
     assert main(["check", "--config", str(path)]) == EXIT_OK
     lines = capsys.readouterr().out.splitlines()
-    start = lines.index("warning: 13 mailbox(es) have no usable IMAP credential:")
+    start = lines.index(
+        "warning: 13 mailbox(es) have no usable mailbox password (<address>.imap) for imap:"
+    )
     shown = lines[start + 1 : start + 11]
     assert [line.split(":")[0].strip() for line in shown] == [
         fleet.address(local) for local in locals_[:10]

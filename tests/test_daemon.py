@@ -132,7 +132,7 @@ def test_daemon_serves_metrics_and_health(daemon: DaemonProcess, dovecot: Doveco
     assert daemon.by_mailbox("bma_mailbox_auth_locked")[daemon.bad] == 1.0
     assert daemon.by_mailbox("bma_mailbox_quota_used_bytes")[fleet.FULL] > fleet.TEN_MIB
     samples = daemon.samples()
-    assert samples["bma_server_up"] == [({"server": "dovecot"}, 1.0)]
+    assert samples["bma_server_up"] == [({"server": "dovecot", "protocol": "imap"}, 1.0)]
     assert samples["bma_config_last_reload_successful"][0][1] == 1.0
     assert "process_resident_memory_bytes" in samples
     assert dovecot.auth_attempts(fleet.address(daemon.bad)) == 1

@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 from monitor.config.model import (
     Config,
     CredentialsConfig,
+    EndpointConfig,
     HttpConfig,
     Kind,
     LoggingConfig,
@@ -32,9 +33,10 @@ from monitor.config.model import (
 )
 from monitor.metrics.http import EndpointError, Health, HttpEndpoint
 from monitor.metrics.page import MetricsPage
-from monitor.probes.result import Phase, ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
+from monitor.probes.imap import Phase
+from monitor.probes.result import ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
 from monitor.scheduling.scheduler import MailboxStatus, SchedulerView
-from monitor.scheduling.view import StateHealth
+from monitor.scheduling.view import Counters, ProbeStatus, StateHealth
 from monitor.state.store import WriteHealth
 
 MAILBOXES = 1500  # over one slice of the page, so it comes in several pieces
@@ -47,7 +49,8 @@ def fake_view(count: int) -> SchedulerView:
         Mailbox(f"ec{i:06d}@adm.cfwb.be", Kind.EC, f"{i:06d}", "main") for i in range(count)
     )
     sections = (ProbingConfig(), QuotaConfig(), CredentialsConfig(), StateConfig(), HttpConfig())
-    head = (Path("bma.yaml"), "adm.cfwb.be", {"main": ServerConfig(host="127.0.0.1")}, "main")
+    server = ServerConfig(imap=EndpointConfig(host="127.0.0.1"))
+    head = (Path("bma.yaml"), "adm.cfwb.be", {"main": server}, "main")
     config = Config(*head, *sections, LoggingConfig(), mailboxes)
     statuses = {}
     for i, mailbox in enumerate(mailboxes):
@@ -56,19 +59,16 @@ def fake_view(count: int) -> SchedulerView:
         result = ProbeResult(
             mailbox.address, Protocol.IMAP, Reason.OK, 1.7e9 + i, durations, quota=reading
         )
-        statuses[mailbox.address] = MailboxStatus(mailbox, result, 1.7e9 + i, reading)
+        probe = ProbeStatus(Protocol.IMAP, result, 1.7e9 + i)
+        statuses[mailbox.address] = MailboxStatus(mailbox, {Protocol.IMAP: probe}, reading)
     return SchedulerView(
         config=config,
         mailboxes=statuses,
         servers={},
-        probes={Protocol.IMAP: count},
-        failures={},
-        quota_failures=0,
-        skipped={},
-        server_checks={},
-        server_check_failures={},
+        tls={},
+        counters=Counters({Protocol.IMAP: count}, {}, {}, {}, {}, {}),
         in_flight=0,
-        cycle_seconds=None,
+        cycle_seconds={},
         lag_seconds=0.0,
         dispatcher_due=time.monotonic(),
         state=StateHealth(WriteHealth(True, 0, ""), 0),

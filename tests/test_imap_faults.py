@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from monitor.credentials import Secret
-from monitor.probes.imap import UsagePlan, probe_imap, tls_context
+from monitor.probes.contract import ProbeOptions
+from monitor.probes.imap import Phase, probe_imap
 from monitor.probes.imap_session import MAX_LINE_BYTES, MAX_REPLY_LINES
-from monitor.probes.result import Phase, ProbeResult, Reason
+from monitor.probes.result import ProbeResult, Reason
+from monitor.probes.tls import client_context
 from tests import fleet
 from tests.servers import scripted_imap
 from tests.servers.scripted_imap import Behaviour, ScriptedImapServer
@@ -54,15 +56,15 @@ async def probe_scripted(
     """Probe a scripted server; return the result and how long it took."""
     async with ScriptedImapServer(behaviour) as server:
         config = fleet.config_for(tmp_path, None, "none", port=server.port)
-        endpoint = config.servers["dovecot"]
+        endpoint = config.servers["dovecot"].imap
         started = time.monotonic()
         result = await probe_imap(
-            fleet.address(fleet.EMPTY),
             endpoint,
+            fleet.address(fleet.EMPTY),
             Secret(secret),
-            context=tls_context(endpoint),
+            context=client_context(endpoint),
             deadline=deadline,
-            usage=UsagePlan(estimate=True),
+            options=ProbeOptions(estimate_usage=True),
         )
         return result, time.monotonic() - started
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from monitor.credentials import Secret
-from monitor.probes.imap import UsagePlan, probe_imap, tls_context
+from monitor.probes.contract import ProbeOptions
+from monitor.probes.imap import probe_imap
 from monitor.probes.result import QuotaSource, Reason
+from monitor.probes.tls import client_context
 from tests import fleet
 from tests.servers.dovecot import DovecotServer, MailUser
 
@@ -54,14 +56,14 @@ async def test_usage_of_a_mailbox_with_5000_folders(
     folder's messages are counted."""
     # One EXAMINE per folder, each indexing it first: 5,000 took up to 17 s on a busy machine.
     config = fleet.config_for(tmp_path, exchange_like, "none", [OWNER], probing={"timeout": "50s"})
-    endpoint = config.servers["dovecot"]
+    endpoint = config.servers["dovecot"].imap
     result = await probe_imap(
-        fleet.address(OWNER),
         endpoint,
+        fleet.address(OWNER),
         Secret(fleet.password(OWNER)),
-        context=tls_context(endpoint),
+        context=client_context(endpoint),
         deadline=config.probing.timeout,
-        usage=UsagePlan(estimate=True, fetch_chunk=config.probing.quota_fetch_chunk),
+        options=ProbeOptions(estimate_usage=True, fetch_chunk=config.probing.quota_fetch_chunk),
     )
     assert result.reason is Reason.OK, result.detail
     assert result.quota is not None, result.quota_error

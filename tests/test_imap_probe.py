@@ -12,8 +12,10 @@ import pytest
 
 from monitor.config import Config
 from monitor.credentials import Secret
-from monitor.probes.imap import UsagePlan, check_imap_server, probe_imap, tls_context
-from monitor.probes.result import Phase, ProbeResult, QuotaSource, Reason
+from monitor.probes.contract import ProbeOptions
+from monitor.probes.imap import Phase, check_imap_server, probe_imap
+from monitor.probes.result import ProbeResult, QuotaSource, Reason
+from monitor.probes.tls import client_context
 from monitor.quota import QuotaLevel, effective_limit, quota_level
 from tests import fleet
 from tests.servers.dovecot import DovecotServer, free_port
@@ -25,14 +27,14 @@ async def probe(
     config: Config, local: str, secret: str | None = None, *, estimate: bool = True
 ) -> ProbeResult:
     """Probe one fleet mailbox with the config's only server."""
-    server = config.servers["dovecot"]
+    server = config.servers["dovecot"].imap
     return await probe_imap(
-        fleet.address(local),
         server,
+        fleet.address(local),
         Secret(secret if secret is not None else fleet.password(local)),
-        context=tls_context(server),
+        context=client_context(server),
         deadline=config.probing.timeout,
-        usage=UsagePlan(estimate=estimate, fetch_chunk=config.probing.quota_fetch_chunk),
+        options=ProbeOptions(estimate_usage=estimate, fetch_chunk=config.probing.quota_fetch_chunk),
     )
 
 
@@ -162,15 +164,15 @@ async def test_connection_refused(tmp_path: Path) -> None:
 async def test_untrusted_certificate(dovecot: DovecotServer, tmp_path: Path) -> None:
     """A certificate from an unknown CA is a tls_error, and no password is sent."""
     config = fleet.config_for(tmp_path, dovecot, "implicit", [fleet.SPARES[1]])
-    server = config.servers["dovecot"]
+    server = config.servers["dovecot"].imap
     attempts = dovecot.auth_attempts(fleet.address(fleet.SPARES[1]))
     result = await probe_imap(
-        fleet.address(fleet.SPARES[1]),
         server,
+        fleet.address(fleet.SPARES[1]),
         Secret(fleet.password(fleet.SPARES[1])),
         context=ssl.create_default_context(),
         deadline=5,
-        usage=UsagePlan(estimate=False),
+        options=ProbeOptions(estimate_usage=False),
     )
     assert result.reason is Reason.TLS_ERROR
     assert "certificate" in result.detail
@@ -183,8 +185,8 @@ async def test_tls_failure_leaves_no_unretrieved_error(
 ) -> None:
     """A failed handshake leaves no error behind for asyncio to report as never retrieved."""
     config = fleet.config_for(tmp_path, dovecot, "implicit")
-    server = config.servers["dovecot"]
-    context = tls_context(server)
+    server = config.servers["dovecot"].imap
+    context = client_context(server)
     if failure == "untrusted certificate":
         context = ssl.create_default_context()
     else:
@@ -195,12 +197,12 @@ async def test_tls_failure_leaves_no_unretrieved_error(
     loop.set_exception_handler(lambda _loop, report: reports.append(report))
     try:
         result = await probe_imap(
-            fleet.address(fleet.EMPTY),
             server,
+            fleet.address(fleet.EMPTY),
             Secret(fleet.password(fleet.EMPTY)),
             context=context,
             deadline=5,
-            usage=UsagePlan(estimate=False),
+            options=ProbeOptions(estimate_usage=False),
         )
         # Let the aborted transport report its loss, then collect what the probe left.
         await asyncio.sleep(0.1)
@@ -214,14 +216,16 @@ async def test_tls_failure_leaves_no_unretrieved_error(
 async def test_wrong_certificate_name(dovecot: DovecotServer, tmp_path: Path) -> None:
     """A certificate for another name is a tls_error."""
     config = fleet.config_for(tmp_path, dovecot, "starttls")
-    server = config.servers["dovecot"].model_copy(update={"tls_server_name": "imap.example.org"})
+    server = config.servers["dovecot"].imap.model_copy(
+        update={"tls_server_name": "imap.example.org"}
+    )
     result = await probe_imap(
-        fleet.address(fleet.EMPTY),
         server,
+        fleet.address(fleet.EMPTY),
         Secret("x"),
-        context=tls_context(server),
+        context=client_context(server),
         deadline=5,
-        usage=UsagePlan(estimate=False),
+        options=ProbeOptions(estimate_usage=False),
     )
     assert result.reason is Reason.TLS_ERROR
 
@@ -229,7 +233,7 @@ async def test_wrong_certificate_name(dovecot: DovecotServer, tmp_path: Path) ->
 async def test_server_check_needs_no_credential(dovecot: DovecotServer, tmp_path: Path) -> None:
     """The outage health check connects, negotiates TLS and reads the greeting only."""
     config = fleet.config_for(tmp_path, dovecot, "starttls")
-    server = config.servers["dovecot"]
-    result = await check_imap_server(server, context=tls_context(server), deadline=5)
+    server = config.servers["dovecot"].imap
+    result = await check_imap_server(server, context=client_context(server), deadline=5)
     assert result.reason is Reason.OK
     assert Phase.LOGIN not in result.durations

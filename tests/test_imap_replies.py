@@ -15,11 +15,11 @@ from monitor.probes.imap_replies import (
     parse_list,
     parse_quota_storage,
     parse_status_items,
-    printable,
     quote,
     response_code,
     secret_forms,
 )
+from monitor.probes.redact import printable
 from monitor.probes.result import Reason
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from monitor.config import Config
 from monitor.credentials import CredentialStore
+from monitor.probes.contract import ProbeOptions
 from monitor.probes.result import Protocol, Reason
 from monitor.scheduling.runner import LockedOut, ProbeRunner
 from monitor.state import logins
@@ -44,15 +45,17 @@ async def test_wrong_password_is_tried_once(dovecot: DovecotServer, tmp_path: Pa
     config = fleet.config_for(tmp_path, dovecot, "none", [local], passwords={local: "wrong"})
     mailbox = config.mailboxes[0]
     runner = runner_for(config)
-    first = await runner.run(mailbox, estimate_usage=False)
+    first = await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
     assert not isinstance(first, LockedOut) and first.reason is Reason.AUTH_FAILED
     for _ in range(5):
-        outcome = await runner.run(mailbox, estimate_usage=False)
+        outcome = await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
         assert isinstance(outcome, LockedOut)
         assert outcome.lockout.reason is Reason.AUTH_FAILED
     restarted = runner_for(config)
     for _ in range(4):
-        assert isinstance(await restarted.run(mailbox, estimate_usage=False), LockedOut)
+        assert isinstance(
+            await restarted.run(mailbox, Protocol.IMAP, options=ProbeOptions()), LockedOut
+        )
     assert dovecot.auth_attempts(fleet.address(local)) == 1
 
 
@@ -62,9 +65,11 @@ async def test_new_credential_unlocks(dovecot: DovecotServer, tmp_path: Path) ->
     config = fleet.config_for(tmp_path, dovecot, "none", [local], passwords={local: "wrong"})
     mailbox = config.mailboxes[0]
     runner = runner_for(config)
-    assert (await runner.run(mailbox, estimate_usage=False)).reason is Reason.AUTH_FAILED  # type: ignore[union-attr]
+    assert (
+        await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
+    ).reason is Reason.AUTH_FAILED  # type: ignore[union-attr]
     credential_file(config, local).write_text(fleet.password(local) + "\n")
-    outcome = await runner.run(mailbox, estimate_usage=False)
+    outcome = await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
     assert not isinstance(outcome, LockedOut) and outcome.reason is Reason.OK
     assert runner.lockouts == {}
     assert logins.load_lockouts(StateStore.open(config.state.path)) == {}
@@ -78,11 +83,13 @@ async def test_touching_the_file_without_changing_it_keeps_the_lock(
     local = fleet.SPARES[12]
     config = fleet.config_for(tmp_path, dovecot, "none", [local], passwords={local: "wrong"})
     runner = runner_for(config)
-    await runner.run(config.mailboxes[0], estimate_usage=False)
+    await runner.run(config.mailboxes[0], Protocol.IMAP, options=ProbeOptions())
     path = credential_file(config, local)
     path.write_text("wrong\n")
     os.utime(path, (1, 1))
-    assert isinstance(await runner.run(config.mailboxes[0], estimate_usage=False), LockedOut)
+    assert isinstance(
+        await runner.run(config.mailboxes[0], Protocol.IMAP, options=ProbeOptions()), LockedOut
+    )
     assert dovecot.auth_attempts(fleet.address(local)) == 1
 
 
@@ -96,13 +103,15 @@ async def test_retry_after_the_back_off(dovecot: DovecotServer, tmp_path: Path) 
     runner = runner_for(config, clock)
     mailbox = config.mailboxes[0]
     before = dovecot.auth_attempts(fleet.address(local))
-    assert (await runner.run(mailbox, estimate_usage=False)).reason is Reason.PASSWORD_EXPIRED  # type: ignore[union-attr]
+    assert (
+        await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
+    ).reason is Reason.PASSWORD_EXPIRED  # type: ignore[union-attr]
     clock.now += 86_399
-    assert isinstance(await runner.run(mailbox, estimate_usage=False), LockedOut)
+    assert isinstance(await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions()), LockedOut)
     clock.now += 1
-    again = await runner.run(mailbox, estimate_usage=False)
+    again = await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
     assert not isinstance(again, LockedOut) and again.reason is Reason.PASSWORD_EXPIRED
-    assert isinstance(await runner.run(mailbox, estimate_usage=False), LockedOut)
+    assert isinstance(await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions()), LockedOut)
     assert runner.lockouts[(fleet.address(local), Protocol.IMAP)].since == clock.now
     assert dovecot.auth_attempts(fleet.address(local)) == before + 2
 
@@ -112,7 +121,9 @@ async def test_missing_credential_makes_no_attempt(dovecot: DovecotServer, tmp_p
     local = fleet.SPARES[13]
     config = fleet.config_for(tmp_path, dovecot, "none", [local])
     credential_file(config, local).unlink()
-    outcome = await runner_for(config).run(config.mailboxes[0], estimate_usage=False)
+    outcome = await runner_for(config).run(
+        config.mailboxes[0], Protocol.IMAP, options=ProbeOptions()
+    )
     assert not isinstance(outcome, LockedOut)
     assert outcome.reason is Reason.CREDENTIAL_MISSING
     assert "BMA_SECRET_EC000113_IMAP" in outcome.detail
@@ -125,7 +136,9 @@ async def test_environment_credential(dovecot: DovecotServer, tmp_path: Path, mo
     config = fleet.config_for(tmp_path, dovecot, "none", [local])
     credential_file(config, local).unlink()
     monkeypatch.setenv("BMA_SECRET_EC000114_IMAP", fleet.password(local))
-    outcome = await runner_for(config).run(config.mailboxes[0], estimate_usage=False)
+    outcome = await runner_for(config).run(
+        config.mailboxes[0], Protocol.IMAP, options=ProbeOptions()
+    )
     assert not isinstance(outcome, LockedOut) and outcome.reason is Reason.OK
 
 
@@ -135,10 +148,14 @@ async def test_force_tries_a_locked_mailbox(dovecot: DovecotServer, tmp_path: Pa
     config = fleet.config_for(tmp_path, dovecot, "none", [local])
     runner = runner_for(config)
     before = dovecot.auth_attempts(fleet.address(local))
-    await runner.run(config.mailboxes[0], estimate_usage=False)
-    forced = await runner.run(config.mailboxes[0], estimate_usage=False, force=True)
+    await runner.run(config.mailboxes[0], Protocol.IMAP, options=ProbeOptions())
+    forced = await runner.run(
+        config.mailboxes[0], Protocol.IMAP, options=ProbeOptions(), force=True
+    )
     assert not isinstance(forced, LockedOut) and forced.reason is Reason.ACCOUNT_DISABLED
-    assert isinstance(await runner.run(config.mailboxes[0], estimate_usage=False), LockedOut)
+    assert isinstance(
+        await runner.run(config.mailboxes[0], Protocol.IMAP, options=ProbeOptions()), LockedOut
+    )
     assert dovecot.auth_attempts(fleet.address(local)) == before + 2
 
 
@@ -149,7 +166,9 @@ async def test_unsendable_credential_makes_no_attempt(
     local = fleet.SPARES[15]
     config = fleet.config_for(tmp_path, dovecot, "none", [local])
     credential_file(config, local).write_text("first line\nsecond line\n")
-    outcome = await runner_for(config).run(config.mailboxes[0], estimate_usage=False)
+    outcome = await runner_for(config).run(
+        config.mailboxes[0], Protocol.IMAP, options=ProbeOptions()
+    )
     assert not isinstance(outcome, LockedOut)
     assert outcome.reason is Reason.CREDENTIAL_MISSING
     assert "line break" in outcome.detail and "first line" not in outcome.detail

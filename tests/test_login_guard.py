@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from monitor.config import Config, load_config
-from monitor.credentials import CredentialStore
+from monitor.credentials import CredentialStore, SecretKind
 from monitor.health import health_report
-from monitor.probes.result import Phase, ProbeResult, Protocol, Reason
+from monitor.probes.contract import ProbeOptions
+from monitor.probes.imap import Phase
+from monitor.probes.result import ProbeResult, Protocol, Reason
 from monitor.scheduling.login_policy import Request, Rules, Verdict, decide
 from monitor.scheduling.plan import slot_offsets
 from monitor.scheduling.runner import Held, LockedOut, ProbeRunner
@@ -40,12 +42,14 @@ T0 = 1_800_000_000.0
 
 def attempt(credential: str = "file|1", at: float = T0) -> Attempt:
     """An attempt of the mailbox at `at`."""
-    return Attempt(ADDRESS, Protocol.IMAP, credential, at)
+    return Attempt(ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, credential, at)
 
 
 def lockout(fingerprint: str = "f1", since: float = T0) -> Lockout:
     """A lock-out of the mailbox."""
-    return Lockout(ADDRESS, Protocol.IMAP, Reason.AUTH_FAILED, since, fingerprint)
+    return Lockout(
+        ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, Reason.AUTH_FAILED, since, fingerprint
+    )
 
 
 # -- the rules, as pure functions ------------------------------------------------------------
@@ -120,24 +124,26 @@ async def test_no_answer_after_the_password_holds_the_next_try(tmp_path: Path) -
         )
         mailbox = config.mailboxes[0]
         clock = [T0]
-        first = await runner_for(config, clock).run(mailbox, estimate_usage=False)
+        first = await runner_for(config, clock).run(mailbox, Protocol.IMAP, options=ProbeOptions())
         assert isinstance(first, ProbeResult) and first.reason is Reason.TIMEOUT
         assert first.failed_phase is Phase.LOGIN
         clock[0] += 600
         for runner in (runner_for(config, clock), runner_for(config, clock)):
-            held = await runner.run(mailbox, estimate_usage=False)
+            held = await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
             assert isinstance(held, Held) and held.until == T0 + 3600
         assert server.logins == 1 and scripted.connections == 1
 
         clock[0] = T0 + 3600
-        again = await runner_for(config, clock).run(mailbox, estimate_usage=False)
+        again = await runner_for(config, clock).run(mailbox, Protocol.IMAP, options=ProbeOptions())
         assert isinstance(again, ProbeResult) and again.reason is Reason.TIMEOUT
         assert server.logins == 2
 
         assert config.credentials.directory is not None
         path = config.credentials.directory / f"{mailbox.address}.imap"
         path.write_text("a new password\n")
-        changed = await runner_for(config, clock).run(mailbox, estimate_usage=False)
+        changed = await runner_for(config, clock).run(
+            mailbox, Protocol.IMAP, options=ProbeOptions()
+        )
         assert isinstance(changed, ProbeResult) and server.logins == 3
 
 
@@ -211,7 +217,7 @@ async def test_a_lockout_written_by_probe_stops_the_running_daemon(
         with contextlib.suppress(asyncio.CancelledError):
             await daemon
     assert dovecot.auth_attempts(fleet.address(target)) == 1
-    status = scheduler.view().mailboxes[fleet.address(target)]
+    status = scheduler.view().mailboxes[fleet.address(target)].probe(Protocol.IMAP)
     assert status.lockout is not None and status.lockout.reason is Reason.AUTH_FAILED
 
 
@@ -257,10 +263,12 @@ async def test_a_full_disk_keeps_lockouts_in_memory_and_says_so(
     filler = fill(small_disk)
     mailbox = config.mailboxes[0]
 
-    refused = await runner.run(mailbox, estimate_usage=False)
+    refused = await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions())
     assert isinstance(refused, ProbeResult) and refused.reason is Reason.AUTH_FAILED
     for _ in range(3):
-        assert isinstance(await runner.run(mailbox, estimate_usage=False), LockedOut)
+        assert isinstance(
+            await runner.run(mailbox, Protocol.IMAP, options=ProbeOptions()), LockedOut
+        )
     assert dovecot.auth_attempts(fleet.address(local)) == 1
 
     healthy, report = health_report(scheduler.view(), time.monotonic())

@@ -13,11 +13,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import Config
+from monitor.metrics import mailbox_text
 from monitor.metrics.collector import BmaCollector, ReloadStatus
 from monitor.metrics.page import MetricsPage
 from monitor.scheduling.scheduler import Scheduler
 from tests import fleet
 from tests.servers.dovecot import DovecotServer, free_port
+from tests.test_http import fake_view
 from tests.test_scheduler import metrics, scheduler_for
 
 # Free text as an inventory gives it: accents, a quote, a backslash, a line break.
@@ -156,3 +158,21 @@ def test_promtool_accepts_the_page(swept: Scheduler) -> None:
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
     )
     assert check.returncode == 0, check.stderr.decode() + check.stdout.decode()
+
+
+def test_warming_renders_every_mailbox_ahead_of_the_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After warm(), a scrape of unchanged statuses renders no mailbox again."""
+    view = fake_view(50)
+    page = MetricsPage(CollectorRegistry(), lambda: view)
+    page.warm()
+
+    def no_render(*args: object) -> None:
+        raise AssertionError("a mailbox was rendered at scrape time")
+
+    monkeypatch.setattr(mailbox_text, "_chunks", no_render)
+    size, pieces = page.render()
+    body = b"".join(pieces)
+    assert len(body) == size
+    assert body.count(b"bma_mailbox_login_success{") == 50

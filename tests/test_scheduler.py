@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prometheus_client import CollectorRegistry
@@ -14,7 +15,7 @@ from monitor.config import Config, load_config
 from monitor.credentials import CredentialStore
 from monitor.metrics.collector import BmaCollector, ReloadStatus
 from monitor.metrics.page import MetricsPage
-from monitor.probes.result import QuotaSource, Reason
+from monitor.probes.result import Protocol, QuotaSource, Reason
 from monitor.scheduling.runner import ProbeRunner
 from monitor.scheduling.scheduler import Scheduler, SkipCause
 from monitor.state import logins
@@ -27,12 +28,12 @@ from tests.servers.scripted_imap import ScriptedImapServer
 FAST = {"interval": "1s", "timeout": "900ms", "jitter": 0.2, "rate_limit": 0}
 
 
-def scheduler_for(config: Config) -> tuple[Scheduler, StateStore]:
-    """A scheduler wired as the daemon wires it."""
+def scheduler_for(config: Config, **options: Any) -> tuple[Scheduler, StateStore]:
+    """A scheduler wired as the daemon wires it (`options`: the scheduler's clock and the like)."""
     store = StateStore.open(config.state.path)
     credentials = CredentialStore(config.credentials, store.salt())
     runner = ProbeRunner(config, store, credentials)
-    return Scheduler(config, runner, store), store
+    return Scheduler(config, runner, store, **options), store
 
 
 async def run_for(scheduler: Scheduler, seconds: float) -> None:
@@ -59,6 +60,11 @@ def metrics(scheduler: Scheduler) -> dict[str, list[tuple[dict[str, str], float]
     return samples
 
 
+def by_protocol(samples: list[tuple[dict[str, str], float]]) -> dict[str, float]:
+    """A family's samples by their protocol label."""
+    return {labels["protocol"]: value for labels, value in samples}
+
+
 async def test_cycles_probe_everyone_and_a_wrong_password_once(
     dovecot: DovecotServer, tmp_path: Path
 ) -> None:
@@ -76,9 +82,9 @@ async def test_cycles_probe_everyone_and_a_wrong_password_once(
         assert dovecot.auth_attempts(fleet.address(local)) - before[local] in (3, 4, 5)
     assert dovecot.auth_attempts(fleet.address(bad)) == 1
     view = scheduler.view()
-    assert view.skipped[SkipCause.LOCKED_OUT] >= 2
-    assert view.mailboxes[fleet.address(bad)].lockout is not None
-    assert view.cycle_seconds is not None and view.cycle_seconds < 1.0
+    assert view.counters.skipped[(Protocol.IMAP, SkipCause.LOCKED_OUT)] >= 2
+    assert view.mailboxes[fleet.address(bad)].probe(Protocol.IMAP).lockout is not None
+    assert view.cycle_seconds[Protocol.IMAP] < 1.0
 
     samples = metrics(scheduler)
     login = {labels["mailbox"]: value for labels, value in samples["bma_mailbox_login_success"]}
@@ -96,14 +102,14 @@ async def test_cycles_probe_everyone_and_a_wrong_password_once(
     failures = {(lb["protocol"], lb["reason"]): v for lb, v in samples["bma_probe_failures_total"]}
     assert failures[("imap", "auth_failed")] == 1.0
     assert failures[("imap", "tls_error")] == 0.0  # every reason is exported from the start
-    assert samples["bma_quota_read_failures_total"] == [({}, 0.0)]
+    assert by_protocol(samples["bma_quota_read_failures_total"])["imap"] == 0.0
     phases = {lb["phase"] for lb, _ in samples["bma_mailbox_probe_phase_duration_seconds"]}
     assert phases == {"connect", "tls", "greeting", "login", "quota", "logout"}
 
     # What a restarted daemon finds in the state file.
     records = store.load_mailboxes()
     assert records[fleet.address(fleet.FULL)].quota is not None
-    assert records[fleet.address(bad)].result.reason is Reason.AUTH_FAILED  # type: ignore[union-attr]
+    assert records[fleet.address(bad)].probes[Protocol.IMAP].result.reason is Reason.AUTH_FAILED  # type: ignore[union-attr]
     assert set(logins.load_lockouts(store)) == {(fleet.address(bad), "imap")}
 
 
@@ -121,11 +127,16 @@ async def test_size_estimate_runs_at_its_own_cadence(
     scheduler, _ = scheduler_for(config)
     await run_for(scheduler, 2.5)
     status = scheduler.view().mailboxes[fleet.address(fleet.FOLDERS)]
-    assert status.result is not None and status.result.reason is Reason.OK
-    assert status.result.quota is None  # the latest probe did not estimate again
+    assert (
+        status.probe(Protocol.IMAP).result is not None
+        and status.probe(Protocol.IMAP).result.reason is Reason.OK
+    )
+    assert (
+        status.probe(Protocol.IMAP).result.quota is None
+    )  # the latest probe did not estimate again
     assert status.quota is not None and status.quota.source is QuotaSource.MESSAGE_SIZES
     assert status.quota.used_bytes == fleet.expected_usage(fleet.FOLDERS)
-    assert scheduler.view().probes["imap"] >= 2
+    assert scheduler.view().counters.probes[Protocol.IMAP] >= 2
 
 
 async def test_server_outage_pauses_probes_and_recovers(tmp_path: Path) -> None:
@@ -147,13 +158,15 @@ async def test_server_outage_pauses_probes_and_recovers(tmp_path: Path) -> None:
     try:
         await asyncio.sleep(2.2)
         view = scheduler.view()
-        assert not view.servers["dovecot"].up
-        assert view.skipped.get(SkipCause.SERVER_DOWN, 0) >= len(mailboxes)
-        probes_while_down = view.probes["imap"]
+        assert not view.servers[("dovecot", Protocol.IMAP)].up
+        assert view.counters.skipped.get((Protocol.IMAP, SkipCause.SERVER_DOWN), 0) >= len(
+            mailboxes
+        )
+        probes_while_down = view.counters.probes[Protocol.IMAP]
         assert probes_while_down < 2 * len(mailboxes)
         async with ScriptedImapServer(scripted_imap.close_after_greeting, port=port):
             await asyncio.sleep(2.5)
-            assert scheduler.view().servers["dovecot"].up
+            assert scheduler.view().servers[("dovecot", Protocol.IMAP)].up
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -217,8 +230,11 @@ async def test_failed_estimate_waits_its_turn(tmp_path: Path) -> None:
     assert seen.count(b"LOGIN") >= 3
     assert seen.count(b"LIST") == 1
     status = scheduler.view().mailboxes[fleet.address(fleet.EMPTY)]
-    assert status.result is not None and status.result.reason is Reason.OK
-    assert metrics(scheduler)["bma_quota_read_failures_total"] == [({}, 1.0)]
+    assert (
+        status.probe(Protocol.IMAP).result is not None
+        and status.probe(Protocol.IMAP).result.reason is Reason.OK
+    )
+    assert by_protocol(metrics(scheduler)["bma_quota_read_failures_total"])["imap"] == 1.0
 
 
 async def test_reload_during_a_probe_drops_its_stale_result(tmp_path: Path) -> None:
@@ -256,7 +272,7 @@ async def test_reload_during_a_probe_drops_its_stale_result(tmp_path: Path) -> N
             assert not task.done()
             status = scheduler.view().mailboxes[fleet.address(fleet.EMPTY)]
             assert status.mailbox.server == "other"
-            assert status.result is None
+            assert status.probe(Protocol.IMAP).result is None
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -285,7 +301,7 @@ async def test_reload_while_the_dispatcher_waits_for_a_slot(tmp_path: Path) -> N
             scheduler.reconfigure(load_config(path))
             await asyncio.sleep(1.0)
             assert not task.done()
-            results = [s.result for s in scheduler.view().mailboxes.values()]
+            results = [s.probe(Protocol.IMAP).result for s in scheduler.view().mailboxes.values()]
             assert any(r is not None for r in results)
         finally:
             task.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,8 @@ import yaml
 from monitor.config import Config, load_config
 from monitor.credentials import CredentialStore
 from monitor.health import health_report
-from monitor.probes.result import Reason
-from monitor.scheduling import server_watch
+from monitor.probes.registry import PROBERS
+from monitor.probes.result import Protocol, Reason
 from monitor.scheduling.runner import ProbeRunner
 from monitor.scheduling.scheduler import Scheduler
 from monitor.state.store import StateStore
@@ -59,6 +60,9 @@ class HeldGreeting:
             self.open -= 1
 
 
+IMAP = ("dovecot", Protocol.IMAP)
+
+
 def edited(path: Path, edit: Callable[[dict[str, Any]], None]) -> Config:
     """Load a config written by fleet.write_config after changing its document."""
     document = yaml.safe_load(path.read_text())
@@ -98,7 +102,7 @@ async def test_reloads_keep_the_per_server_connection_cap(tmp_path: Path) -> Non
             port=scripted.port,
             probing={"interval": "4s", "timeout": "3500ms", "jitter": 0, "rate_limit": 0},
         )
-        config = edited(path, lambda d: d["servers"]["dovecot"].update(max_connections=2))
+        config = edited(path, lambda d: d["servers"]["dovecot"]["imap"].update(max_connections=2))
         scheduler = scheduler_for(config)
         async with running(scheduler):  # one mailbox dispatched every second
             for _ in range(2):
@@ -121,8 +125,8 @@ async def test_a_slow_capped_server_does_not_starve_a_healthy_one(
         )
 
         def two_servers(document: dict[str, Any]) -> None:
-            slow_server = dict(document["servers"]["dovecot"], port=scripted.port)
-            document["servers"]["slow"] = slow_server | {"max_connections": 1}
+            slow_imap = dict(document["servers"]["dovecot"]["imap"], port=scripted.port)
+            document["servers"]["slow"] = {"imap": slow_imap | {"max_connections": 1}}
             document["default_server"] = "dovecot"
             for entry in document["mailboxes"]:
                 if entry["address"].split("@")[0] in stuck:
@@ -136,7 +140,10 @@ async def test_a_slow_capped_server_does_not_starve_a_healthy_one(
         sweep = asyncio.create_task(scheduler.sweep(order))
         try:
             for _ in range(30):  # well before the slow server's greeting deadline (5 s)
-                done = [scheduler.statuses[fleet.address(local)].result for local in healthy]
+                done = [
+                    scheduler.statuses[fleet.address(local)].probe(Protocol.IMAP).result
+                    for local in healthy
+                ]
                 if all(r is not None for r in done):
                     break
                 await asyncio.sleep(0.1)
@@ -155,7 +162,8 @@ async def test_a_crashing_server_check_is_counted_not_fatal(
     async def broken_check(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in the check")
 
-    monkeypatch.setattr(server_watch, "check_imap_server", broken_check)
+    imap = PROBERS[Protocol.IMAP]
+    monkeypatch.setitem(PROBERS, Protocol.IMAP, dataclasses.replace(imap, check=broken_check))
     outage = {"min_probes": 3, "backoff_initial": "200ms", "backoff_max": "400ms"}
     config = fleet.config_for(
         tmp_path,
@@ -170,11 +178,11 @@ async def test_a_crashing_server_check_is_counted_not_fatal(
         await asyncio.sleep(2.5)
         assert not task.done()
         view = scheduler.view()
-        assert not view.servers["dovecot"].up
-        assert view.server_check_failures[("dovecot", Reason.INTERNAL_ERROR)] >= 2
+        assert not view.servers[IMAP].up
+        assert view.counters.server_check_failures[(IMAP, Reason.INTERNAL_ERROR)] >= 2
         assert (
-            view.server_checks["dovecot"]
-            == view.server_check_failures[("dovecot", Reason.INTERNAL_ERROR)]
+            view.counters.server_checks[IMAP]
+            == view.counters.server_check_failures[(IMAP, Reason.INTERNAL_ERROR)]
         )
         failed = {
             labels["reason"]: value

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from monitor.probes.result import Phase, ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
+from monitor.credentials import SecretKind
+from monitor.probes.imap import Phase
+from monitor.probes.result import ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
 from monitor.state import logins
-from monitor.state.logins import Lockout
+from monitor.state.codec import quota_to_json, result_to_json
+from monitor.state.logins import Attempt, Lockout
 from monitor.state.migrations import MIGRATIONS
-from monitor.state.store import MailboxRecord, StateError, StateStore, StateUnreadable
+from monitor.state.store import MailboxRecord, ProbeRecord, StateError, StateStore, StateUnreadable
 
 ADDRESS = "ec001234@adm.cfwb.be"
 
@@ -51,18 +54,24 @@ def test_records_and_lockouts_survive_reopen(tmp_path: Path) -> None:
     store = StateStore.open(path)
     salt = store.salt()
     result = sample_result()
-    store.save_mailboxes([MailboxRecord(ADDRESS, result, 1700000001.0, result.quota)])
-    lockout = Lockout(ADDRESS, Protocol.IMAP, Reason.AUTH_FAILED, 1700000002.0, "ab" * 16, "NO")
+    store.save_mailboxes([stored(ADDRESS, result, 1700000001.0)])
+    lockout = Lockout(
+        ADDRESS,
+        SecretKind.MAILBOX,
+        Protocol.IMAP,
+        Reason.AUTH_FAILED,
+        1700000002.0,
+        "ab" * 16,
+        "NO",
+    )
     logins.record_refusal(store, lockout)
     store.close()
 
     again = StateStore.open(path)
     assert again.salt() == salt
-    assert again.load_mailboxes() == {
-        ADDRESS: MailboxRecord(ADDRESS, result, 1700000001.0, result.quota)
-    }
-    assert logins.load_lockouts(again) == {(ADDRESS, Protocol.IMAP): lockout}
-    logins.clear_lockout(again, (ADDRESS, Protocol.IMAP))
+    assert again.load_mailboxes() == {ADDRESS: stored(ADDRESS, result, 1700000001.0)}
+    assert logins.load_lockouts(again) == {(ADDRESS, SecretKind.MAILBOX): lockout}
+    logins.clear_lockout(again, (ADDRESS, SecretKind.MAILBOX))
     assert logins.load_lockouts(again) == {}
     again.close()
 
@@ -72,12 +81,21 @@ def test_unreadable_row_is_dropped_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     StateStore.open(path).close()
     with sqlite3.connect(path) as db:
-        db.execute(
-            "INSERT INTO mailbox VALUES (?, ?, NULL, ?)", (ADDRESS, '{"reason": "new"}', "{}")
-        )
+        db.execute("INSERT INTO mailbox VALUES (?, ?)", (ADDRESS, "{}"))
+        db.execute("INSERT INTO probe VALUES (?, 'imap', ?, NULL)", (ADDRESS, '{"reason": "new"}'))
+        db.execute("INSERT INTO probe VALUES (?, 'x400', NULL, NULL)", (ADDRESS,))
     store = StateStore.open(path)
-    assert store.load_mailboxes() == {ADDRESS: MailboxRecord(ADDRESS, None, None, None)}
+    unknown = ProbeRecord(ADDRESS, Protocol.IMAP, None, None)
+    assert store.load_mailboxes() == {
+        ADDRESS: MailboxRecord(ADDRESS, None, {Protocol.IMAP: unknown})
+    }
     store.close()
+
+
+def stored(address: str, result: ProbeResult, success: float) -> MailboxRecord:
+    """A mailbox record holding one IMAP result and its usage."""
+    probe = ProbeRecord(address, Protocol.IMAP, result, success)
+    return MailboxRecord(address, result.quota, {Protocol.IMAP: probe})
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -103,10 +121,11 @@ def damaged_copy(tmp_path: Path, name: str) -> Path:
     store = StateStore.open(good)
     store.salt()
     store.save_mailboxes(
-        [MailboxRecord(f"ec{i:06d}@adm.cfwb.be", sample_result(), 1.0, None) for i in range(300)]
+        [stored(f"ec{i:06d}@adm.cfwb.be", sample_result(), 1.0) for i in range(300)]
     )
     logins.record_refusal(
-        store, Lockout(ADDRESS, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16)
+        store,
+        Lockout(ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16),
     )
     store.close()
     data = bytearray(good.read_bytes())
@@ -167,7 +186,8 @@ def test_reset_leaves_a_good_file_alone(tmp_path: Path) -> None:
     store = StateStore.open(path)
     store.salt()
     logins.record_refusal(
-        store, Lockout(ADDRESS, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16)
+        store,
+        Lockout(ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16),
     )
     store.close()
     again = StateStore.open(path, reset=True)
@@ -180,7 +200,8 @@ def test_salt_missing_beside_lockouts_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = StateStore.open(path)
     logins.record_refusal(
-        store, Lockout(ADDRESS, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16)
+        store,
+        Lockout(ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16),
     )
     store.close()
     with sqlite3.connect(path) as db:
@@ -197,7 +218,8 @@ def test_journal_files_are_private_from_the_start(tmp_path: Path) -> None:
         store = StateStore.open(path)
         store.salt()
         logins.record_refusal(
-            store, Lockout(ADDRESS, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16)
+            store,
+            Lockout(ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, Reason.AUTH_FAILED, 1.0, "ab" * 16),
         )
         files = sorted(path.parent.iterdir())
         assert [f.name for f in files] == ["state.db", "state.db-shm", "state.db-wal"]
@@ -228,3 +250,37 @@ def test_probe_exits_2_on_an_unreadable_state_file(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("state error: state file ")
     assert "the file is empty" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_file_of_the_imap_only_schema_keeps_its_results_and_lockouts(tmp_path: Path) -> None:
+    """Migrating a file written before POP3 and SMTP: the IMAP result becomes the IMAP
+    record, and an IMAP lock-out becomes the mailbox password's, so POP3 obeys it too."""
+    path = tmp_path / "state.db"
+    result = sample_result()
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:2]:
+            for statement in script:
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO meta VALUES ('fingerprint_salt', ?)", (b"salt" * 4,))
+        db.execute(
+            "INSERT INTO mailbox VALUES (?, ?, ?, ?)",
+            (ADDRESS, result_to_json(result), 1700000001.0, quota_to_json(result.quota)),
+        )
+        db.execute(
+            "INSERT INTO lockout VALUES (?, 'imap', 'auth_failed', 1.5, ?, 'NO')",
+            (ADDRESS, "ab" * 16),
+        )
+        db.execute("INSERT INTO login_attempt VALUES (?, 'imap', 'file|1.2', 2.5)", (ADDRESS,))
+    store = StateStore.open(path)
+    assert store.load_mailboxes() == {ADDRESS: stored(ADDRESS, result, 1700000001.0)}
+    key = (ADDRESS, SecretKind.MAILBOX)
+    assert logins.load_lockouts(store) == {
+        key: Lockout(
+            ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, Reason.AUTH_FAILED, 1.5, "ab" * 16, "NO"
+        )
+    }
+    assert logins.load_attempts(store) == {
+        key: Attempt(ADDRESS, SecretKind.MAILBOX, Protocol.IMAP, "file|1.2", 2.5)
+    }
+    store.close()

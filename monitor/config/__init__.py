@@ -2,11 +2,12 @@
 
 from monitor.config.errors import ConfigError, Problem
 from monitor.config.loader import load_config
-from monitor.config.model import Config, Kind, Mailbox, ServerConfig, TlsMode
+from monitor.config.model import Config, EndpointConfig, Kind, Mailbox, ServerConfig, TlsMode
 
 __all__ = [
     "Config",
     "ConfigError",
+    "EndpointConfig",
     "Kind",
     "Mailbox",
     "Problem",

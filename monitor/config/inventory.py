@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,21 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from monitor.config.errors import ECHO_LIMIT, Problem, format_path, shown
-from monitor.config.model import FrozenModel, Kind, Mailbox
+from monitor.config.model import (
+    FrozenModel,
+    Kind,
+    Mailbox,
+    Protocols,
+    ServerConfig,
+    protocol_set,
+)
 from monitor.config.yamlsource import Location, line_of, load_yaml
+from monitor.probes.result import Protocol
 
 _FASE = re.compile(r"^\d{6}$")
 _CONTACT = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-CSV_COLUMNS = ("fase", "kind", "name", "contact", "server")
+CSV_COLUMNS = ("fase", "kind", "name", "contact", "server", "protocols")
+_CSV_REQUIRED = ("fase", "kind")
 
 
 class MailboxEntry(FrozenModel):
@@ -30,6 +40,7 @@ class MailboxEntry(FrozenModel):
     name: str = Field(default="", max_length=500)
     contact: str = Field(default="", max_length=254)
     server: str | None = None
+    protocols: Protocols | None = None  # None: the fleet's (probing.protocols) or the server's
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +52,31 @@ class SourcedEntry:
     path: str
     line: int | None
 
+    @property
+    def where(self) -> str:
+        """`file:line`, or the file alone when the line is unknown."""
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What turning an entry into a mailbox needs from the rest of the configuration."""
+
+    domain: str
+    default_server: str
+    servers: Mapping[str, ServerConfig]
+    protocols: tuple[Protocol, ...] | None  # probing.protocols
+
 
 def address_rule(domain: str) -> re.Pattern[str]:
     """The pattern every BMA address of `domain` follows: ec|po, six digits, the domain."""
     return re.compile(rf"^(?P<kind>ec|po)(?P<fase>\d{{6}})@{re.escape(domain)}$")
 
 
-def resolve(entry: SourcedEntry, domain: str, default_server: str) -> Mailbox | Problem:
+def resolve(entry: SourcedEntry, fleet: Fleet) -> Mailbox | Problem:
     """Turn an entry into a mailbox, or say which rule it breaks."""
     e = entry.entry
+    domain = fleet.domain
 
     def problem(field: str, rule: str) -> Problem:
         return Problem(entry.file, f"{entry.path}.{field}".lstrip("."), rule, entry.line)
@@ -77,14 +104,55 @@ def resolve(entry: SourcedEntry, domain: str, default_server: str) -> Mailbox | 
         address = f"{kind}{fase}@{domain}"
     if e.contact and not _CONTACT.match(e.contact):
         return problem("contact", f"must be an e-mail address (got {shown(e.contact)})")
+    server = e.server or fleet.default_server
+    if server not in fleet.servers:
+        return problem(
+            "server", f"unknown server {shown(server)}; servers: {', '.join(fleet.servers)}"
+        )
+    offered = fleet.servers[server].endpoints
+    if e.protocols is not None:
+        missing = [p for p in e.protocols if p not in offered]
+        if missing:
+            return problem("protocols", _no_endpoint(server, missing))
+    # A fleet default the server cannot serve is reported once, by check_default_protocols.
+    protocols = e.protocols or fleet.protocols or protocol_set(offered)
     return Mailbox(
         address=address,
         kind=kind,
         fase=fase,
-        server=e.server or default_server,
+        server=server,
         name=e.name.strip(),
         contact=e.contact.strip(),
+        protocols=protocols,
     )
+
+
+def _no_endpoint(server: str, missing: list[Protocol]) -> str:
+    """The rule a protocol list breaks when `server` lacks the endpoints of `missing`."""
+    return f"server {server} has no {' or '.join(missing)} endpoint"
+
+
+def check_default_protocols(
+    mailboxes: list[tuple[Mailbox, SourcedEntry]], fleet: Fleet, file: Path, line: int | None
+) -> list[Problem]:
+    """Each server whose mailboxes take probing.protocols must offer every one of them."""
+    if fleet.protocols is None:
+        return []
+    takers: dict[str, list[SourcedEntry]] = {}
+    for mailbox, source in mailboxes:
+        if source.entry.protocols is None:
+            takers.setdefault(mailbox.server, []).append(source)
+    problems = []
+    for server, sources in takers.items():
+        offered = fleet.servers[server].endpoints
+        missing = [p for p in fleet.protocols if p not in offered]
+        if missing:
+            rule = (
+                f"{_no_endpoint(server, missing)} ({len(sources):,} mailbox(es) on it take "
+                f"this default, the first at {sources[0].where})"
+            )
+            problems.append(Problem(file, "probing.protocols", rule, line))
+    return problems
 
 
 def entries_from_data(
@@ -139,9 +207,10 @@ def _entries_from_csv(path: Path) -> tuple[list[SourcedEntry], list[Problem]]:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in reader.fieldnames or []]
             unknown = [h for h in header if h not in CSV_COLUMNS]
-            missing = [h for h in ("fase", "kind") if h not in header]
+            missing = [h for h in _CSV_REQUIRED if h not in header]
             if unknown or missing:
-                rule = "header must name the columns fase, kind[, name, contact, server]"
+                optional = ", ".join(c for c in CSV_COLUMNS if c not in _CSV_REQUIRED)
+                rule = f"header must name the columns {', '.join(_CSV_REQUIRED)}[, {optional}]"
                 if unknown:
                     rule += f"; unknown column(s): {', '.join(unknown)}"
                 if missing:
@@ -154,14 +223,13 @@ def _entries_from_csv(path: Path) -> tuple[list[SourcedEntry], list[Problem]]:
                 if None in row:
                     problems.append(Problem(path, "", "more fields than header columns", line))
                     continue
-                raw = {k: v for k, v in values.items() if v != "" or k in ("fase", "kind")}
+                raw = {k: v for k, v in values.items() if v != "" or k in _CSV_REQUIRED}
                 try:
                     entry = MailboxEntry.model_validate(raw)
                 except ValidationError as exc:
                     for err in exc.errors():
-                        problems.append(
-                            Problem(path, format_path(tuple(err["loc"])), _rule_text(err), line)
-                        )
+                        at, rule = _placed(err)
+                        problems.append(Problem(path, format_path(at), rule, line))
                     continue
                 entries.append(SourcedEntry(entry, path, "", line))
     except OSError as exc:
@@ -172,14 +240,36 @@ def _entries_from_csv(path: Path) -> tuple[list[SourcedEntry], list[Problem]]:
 
 
 def problems_from_validation(
-    exc: ValidationError, file: Path, at: Location, lines: dict[Location, int]
+    exc: ValidationError,
+    file: Path,
+    at: Location,
+    lines: dict[Location, int],
+    written: Callable[[Location], Location] | None = None,
 ) -> list[Problem]:
-    """Translate pydantic's errors into problems with YAML paths and lines."""
+    """Translate pydantic's errors into problems with YAML paths and lines.
+
+    `written` maps a place of the validated data back to where the file wrote it, when
+    the loader reshaped the data first (the flat server form).
+    """
     out = []
     for err in exc.errors():
-        where = at + tuple(err["loc"])
-        out.append(Problem(file, format_path(where), _rule_text(err), line_of(lines, where)))
+        loc, rule = _placed(err)
+        where = at + loc
+        if written is not None:
+            where = written(where)
+        out.append(Problem(file, format_path(where), rule, line_of(lines, where)))
     return out
+
+
+def _placed(err: Any) -> tuple[Location, str]:
+    """The place and rule of one pydantic error."""
+    loc = tuple(err["loc"])
+    if loc[-1:] == ("[key]",):
+        # pydantic names the key itself `[key]`: the place is the key, the rule its own.
+        if err["type"] == "enum":  # not one of the allowed names, e.g. in probing.intervals
+            return loc[:-1], f"unknown key; keys are {err['ctx']['expected']}"
+        return loc[:-1], f"key: {_rule_text(err)}"
+    return loc, _rule_text(err)
 
 
 def _rule_text(err: Any) -> str:
@@ -205,12 +295,11 @@ def check_no_duplicates(mailboxes: list[tuple[Mailbox, SourcedEntry]]) -> list[P
     for mailbox, source in mailboxes:
         earlier = first.setdefault(mailbox.address, source)
         if earlier is not source:
-            where = f"{earlier.file}:{earlier.line}" if earlier.line else str(earlier.file)
             problems.append(
                 Problem(
                     source.file,
                     source.path,
-                    f"duplicate mailbox {mailbox.address} (first at {where})",
+                    f"duplicate mailbox {mailbox.address} (first at {earlier.where})",
                     source.line,
                 )
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ from pydantic import Field, ValidationError, model_validator
 
 from monitor.config.errors import ConfigError, Problem, format_path, shown, shown_path
 from monitor.config.inventory import (
+    Fleet,
     SourcedEntry,
+    check_default_protocols,
     check_no_duplicates,
     entries_from_data,
     entries_from_file,
@@ -23,6 +26,7 @@ from monitor.config.model import (
     Config,
     ConfigPath,
     CredentialsConfig,
+    EndpointConfig,
     FrozenModel,
     HttpConfig,
     LoggingConfig,
@@ -32,6 +36,7 @@ from monitor.config.model import (
     ServerConfig,
     StateConfig,
 )
+from monitor.config.servers import expand_flat_servers
 from monitor.config.values import usable_path
 from monitor.config.yamlsource import Location, line_of, load_yaml
 
@@ -90,17 +95,23 @@ def _load(path: Path, files: list[Path]) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem(path, "", "the top level must be a mapping of settings", 1)])
+    data, flat = expand_flat_servers(data)
     try:
         doc = _Document.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(problems_from_validation(exc, path, (), lines)) from None
+        raise ConfigError(problems_from_validation(exc, path, (), lines, flat.written)) from None
 
     base = path.parent
     default_server = doc.default_server or next(iter(doc.servers))
     problems: list[Problem] = []
 
     def located(at: Location) -> _Place:
+        at = flat.written(at)
         return _Place(base, path, at, line_of(lines, at))
+
+    timeout_rule = doc.probing.timeout_rule(p for s in doc.servers.values() for p in s.endpoints)
+    if timeout_rule:
+        problems.append(Problem(path, "probing", timeout_rule, line_of(lines, ("probing",))))
 
     entries, found = entries_from_data(doc.mailboxes, path, ("mailboxes",), lines)
     problems += found
@@ -118,34 +129,26 @@ def _load(path: Path, files: list[Path]) -> Config:
         entries += more
         problems += found
 
+    fleet = Fleet(doc.domain, default_server, doc.servers, doc.probing.protocols)
     resolved: list[tuple[Mailbox, SourcedEntry]] = []
     for entry in entries:
-        outcome = resolve(entry, doc.domain, default_server)
+        outcome = resolve(entry, fleet)
         if isinstance(outcome, Problem):
             problems.append(outcome)
-        elif outcome.server not in doc.servers:
-            problems.append(
-                Problem(
-                    entry.file,
-                    f"{entry.path}.server".lstrip("."),
-                    f"unknown server {shown(outcome.server)}; servers: {', '.join(doc.servers)}",
-                    entry.line,
-                )
-            )
         else:
             resolved.append((outcome, entry))
     problems += check_no_duplicates(resolved)
+    problems += check_default_protocols(
+        resolved, fleet, path, line_of(lines, ("probing", "protocols"))
+    )
 
     servers: dict[str, ServerConfig] = {}
     for name, server in doc.servers.items():
-        if server.ca_file is None:
-            servers[name] = server
-            continue
-        ca_file = located(("servers", name, "ca_file")).existing_file(server.ca_file)
-        if isinstance(ca_file, Problem):
-            problems.append(ca_file)
+        checked = _with_ca_files(name, server, located)
+        if isinstance(checked, list):
+            problems += checked
         else:
-            servers[name] = server.model_copy(update={"ca_file": ca_file})
+            servers[name] = checked
 
     configured_dir = doc.credentials.directory
     if configured_dir is None and os.environ.get("CREDENTIALS_DIRECTORY"):
@@ -170,6 +173,24 @@ def _load(path: Path, files: list[Path]) -> Config:
         logging=doc.logging,
         mailboxes=tuple(m for m, _ in resolved),
     )
+
+
+def _with_ca_files(
+    name: str, server: ServerConfig, located: Callable[[Location], _Place]
+) -> ServerConfig | list[Problem]:
+    """The server with each endpoint's CA file resolved, or why one cannot be used."""
+    updates: dict[str, EndpointConfig] = {}
+    problems: list[Problem] = []
+    for protocol, endpoint in server.endpoints.items():
+        if endpoint.ca_file is None:
+            continue
+        place = located(("servers", name, str(protocol), "ca_file"))
+        ca_file = place.existing_file(endpoint.ca_file)
+        if isinstance(ca_file, Problem):
+            problems.append(ca_file)
+        else:
+            updates[str(protocol)] = endpoint.model_copy(update={"ca_file": ca_file})
+    return problems or (server.model_copy(update=updates) if updates else server)
 
 
 @dataclass(frozen=True, slots=True)

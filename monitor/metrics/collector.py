@@ -46,74 +46,71 @@ class BmaCollector(Collector):
     def _server_families(
         self, view: SchedulerView
     ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["server", "protocol"]
         up = GaugeMetricFamily(
             "bma_server_up",
-            "0 while most probes to the server fail on its side (no connection, TLS or "
-            "greeting, or a LOGIN that hangs); mailbox probes then pause.",
-            labels=["server"],
+            "0 while most probes to the endpoint fail on its side (no connection, TLS or "
+            "greeting, or a login that hangs); mailbox probes to it then pause.",
+            labels=labels,
         )
         down_since = GaugeMetricFamily(
             "bma_server_down_since_timestamp_seconds",
-            "When the server was last marked down (absent while it is up).",
-            labels=["server"],
+            "When the endpoint was last marked down (absent while it is up).",
+            labels=labels,
         )
-        for name, state in view.servers.items():
-            up.add_metric([name], 1.0 if state.up else 0.0)
+        for (name, protocol), state in view.servers.items():
+            up.add_metric([name, str(protocol)], 1.0 if state.up else 0.0)
             if state.down_since is not None:
-                down_since.add_metric([name], state.down_since)
+                down_since.add_metric([name, str(protocol)], state.down_since)
         checks = CounterMetricFamily(
             "bma_server_checks",
-            "Credential-free checks of a server marked down.",
-            labels=["server"],
+            "Credential-free checks of an endpoint marked down.",
+            labels=labels,
         )
         check_failures = CounterMetricFamily(
             "bma_server_check_failures",
-            "Checks of a down server that failed, by reason (internal_error: the check crashed).",
-            labels=["server", "reason"],
+            "Checks of a down endpoint that failed, by reason (internal_error: the check crashed).",
+            labels=[*labels, "reason"],
         )
-        for name in view.servers:
-            checks.add_metric([name], float(view.server_checks.get(name, 0)))
+        counters = view.counters
+        for key in view.servers:
+            endpoint = [key[0], str(key[1])]
+            checks.add_metric(endpoint, float(counters.server_checks.get(key, 0)))
             for reason in Reason:
                 if reason is not Reason.OK:
-                    count = view.server_check_failures.get((name, reason), 0)
-                    check_failures.add_metric([name, str(reason)], float(count))
-        yield from (up, down_since, checks, check_failures)
+                    count = counters.server_check_failures.get((key, reason), 0)
+                    check_failures.add_metric([*endpoint, str(reason)], float(count))
+        expiry = GaugeMetricFamily(
+            "bma_server_tls_cert_expiry_timestamp_seconds",
+            "When the first certificate of the endpoint's chain expires, as the last probe's "
+            "handshake showed it.",
+            labels=labels,
+        )
+        version = GaugeMetricFamily(
+            "bma_server_tls_version_info",
+            "Always 1; the TLS version the last probe's handshake with the endpoint agreed.",
+            labels=[*labels, "version"],
+        )
+        for (name, protocol), facts in view.tls.items():
+            if facts.cert_not_after is not None:
+                expiry.add_metric([name, str(protocol)], facts.cert_not_after)
+            version.add_metric([name, str(protocol), facts.version], 1.0)
+        yield from (up, down_since, checks, check_failures, expiry, version)
 
     def _daemon_families(
         self, view: SchedulerView
     ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
-        probes = CounterMetricFamily("bma_probes", "Probes completed.", labels=["protocol"])
-        failures = CounterMetricFamily(
-            "bma_probe_failures",
-            "Probes that did not log in, by reason.",
-            labels=["protocol", "reason"],
-        )
-        for protocol in Protocol:
-            probes.add_metric([str(protocol)], float(view.probes.get(protocol, 0)))
-            for reason in Reason:
-                if reason is not Reason.OK:
-                    count = view.failures.get((protocol, reason), 0)
-                    failures.add_metric([str(protocol), str(reason)], float(count))
-        quota_failures = CounterMetricFamily(
-            "bma_quota_read_failures",
-            "Probes that logged in but could not read the usage (see the probe's log event).",
-            value=float(view.quota_failures),
-        )
-        skipped = CounterMetricFamily(
-            "bma_probes_skipped", "Due probes not sent, by cause.", labels=["cause"]
-        )
-        for cause in SkipCause:
-            skipped.add_metric([str(cause)], float(view.skipped.get(cause, 0)))
-        yield from (probes, failures, quota_failures, skipped)
-
+        yield from _probe_counters(view)
         yield from _state_families(view)
         yield GaugeMetricFamily("bma_probes_in_flight", "Probes running now.", value=view.in_flight)
-        if view.cycle_seconds is not None:
-            yield GaugeMetricFamily(
-                "bma_cycle_duration_seconds",
-                "Time the last complete cycle took to probe every mailbox once.",
-                value=view.cycle_seconds,
-            )
+        cycle = GaugeMetricFamily(
+            "bma_cycle_duration_seconds",
+            "Time the last complete cycle of a protocol took to probe every mailbox once.",
+            labels=["protocol"],
+        )
+        for protocol, seconds in view.cycle_seconds.items():
+            cycle.add_metric([str(protocol)], seconds)
+        yield cycle
         yield GaugeMetricFamily(
             "bma_scheduler_lag_seconds",
             "How late the last probe was sent after its slot (rate or concurrency limits).",
@@ -153,6 +150,38 @@ class BmaCollector(Collector):
             "Version of the running bma-monitor.",
             value={"version": __version__, "python": platform.python_version()},
         )
+
+
+def _probe_counters(view: SchedulerView) -> Iterator[CounterMetricFamily]:
+    """The fleet counters, by protocol."""
+    counters = view.counters
+    probes = CounterMetricFamily("bma_probes", "Probes completed.", labels=["protocol"])
+    failures = CounterMetricFamily(
+        "bma_probe_failures",
+        "Probes that did not log in, by reason.",
+        labels=["protocol", "reason"],
+    )
+    quota_failures = CounterMetricFamily(
+        "bma_quota_read_failures",
+        "Probes that logged in but could not read the usage (see the probe's log event).",
+        labels=["protocol"],
+    )
+    skipped = CounterMetricFamily(
+        "bma_probes_skipped", "Due probes not sent, by cause.", labels=["protocol", "cause"]
+    )
+    for protocol in Protocol:
+        label = str(protocol)
+        probes.add_metric([label], float(counters.probes.get(protocol, 0)))
+        for reason in Reason:
+            if reason is not Reason.OK:
+                count = counters.failures.get((protocol, reason), 0)
+                failures.add_metric([label, str(reason)], float(count))
+        quota_failures.add_metric([label], float(counters.quota_failures.get(protocol, 0)))
+        for cause in SkipCause:
+            skipped.add_metric(
+                [label, str(cause)], float(counters.skipped.get((protocol, cause), 0))
+            )
+    yield from (probes, failures, quota_failures, skipped)
 
 
 def _state_families(view: SchedulerView) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

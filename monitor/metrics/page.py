@@ -21,6 +21,16 @@ class MetricsPage:
         self._view = view
         self._mailboxes = MailboxExposition()
 
+    def warm(self) -> None:
+        """Render every mailbox's lines now (blocking), so that the next scrape reuses them.
+
+        The daemon calls it off the event loop at start and after a reload: rendering
+        10,000 mailboxes x 3 protocols from nothing takes about half a second, which the
+        first scrape would otherwise spend while Prometheus waits.
+        """
+        view = self._view()
+        self._mailboxes.render(view.mailboxes, view.config.quota)
+
     def render(self) -> tuple[int, Iterator[bytes]]:
         """The page's size in bytes, and its pieces to send one after the other."""
         view = self._view()

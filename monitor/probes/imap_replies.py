@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from monitor.probes import redact
 from monitor.probes.result import Reason
 
 _CODE = re.compile(rb"^\s*\[([A-Z0-9-]+)(?:[ \]])")
@@ -196,22 +197,6 @@ def quote(text: str) -> str:
 
 
 def secret_forms(secret: str) -> tuple[str, ...]:
-    """Every form in which a secret the probe sent may come back in server text, longest
-    first: as sent (quote()'s escaped body, the only encoding a probe sends it in), as
-    the raw value, and both as printable() shows them."""
-    if not secret:
-        return ()
-    escaped = quote(secret)[1:-1]
-    forms = {secret, escaped, _visible(secret), _visible(escaped)}
-    return tuple(sorted(forms, key=lambda form: (-len(form), form)))
-
-
-def printable(text: bytes | str, limit: int = 200) -> str:
-    """Server text made safe for a log line or a label: no control characters, bounded."""
-    if isinstance(text, bytes | bytearray):
-        text = bytes(text).decode("utf-8", "replace")
-    return _visible(text).strip()[:limit]
-
-
-def _visible(text: str) -> str:
-    return "".join(ch if ch.isprintable() else " " for ch in text)
+    """Every form in which a secret the probe sent may come back in server text: raw and
+    as sent (quote()'s escaped body, the only encoding a probe sends it in)."""
+    return redact.secret_forms(secret, quote(secret)[1:-1])

@@ -22,10 +22,10 @@ from monitor.probes.imap_replies import (
     capabilities_after_login,
     capability_atoms,
     parse_capability_reply,
-    printable,
     quote,
 )
 from monitor.probes.readonly import check_imap_command
+from monitor.probes.redact import printable
 
 Response = Any  # aioimaplib.Response: a (result, lines) named tuple
 
@@ -275,6 +275,14 @@ class ImapSession:
         if transport is None:
             raise ConnectionLost("connection closed during TLS handshake")
         protocol.transport = transport
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS state of the connection, once secured."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return None
+        found = protocol.transport.get_extra_info("ssl_object")
+        return found if isinstance(found, ssl.SSLObject) else None
 
     async def read_greeting(self) -> bytes:
         """Wait for the greeting; a BYE or garbage greeting is an error."""

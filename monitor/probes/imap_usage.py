@@ -17,11 +17,11 @@ from monitor.probes.imap_replies import (
     parse_list,
     parse_quota_storage,
     parse_status_items,
-    printable,
     quote,
     status_text,
 )
 from monitor.probes.imap_session import ImapSession
+from monitor.probes.redact import printable
 from monitor.probes.result import QuotaReading, QuotaSource
 
 

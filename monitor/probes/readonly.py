@@ -1,9 +1,13 @@
 """The commands a probe may send: the single place that keeps probes read-only.
 
 A school's only copy of its mail may be on the server, so nothing here may change a
-mailbox: folders are opened with EXAMINE (never SELECT), message data is read only as
-sizes, and there is no STORE, EXPUNGE, APPEND, COPY, MOVE, CREATE, DELETE or SUBSCRIBE.
-Every IMAP command goes through `check_imap_command` before it reaches the socket.
+mailbox, whatever the protocol:
+- IMAP: folders are opened with EXAMINE (never SELECT), message data is read only as
+  sizes, and there is no STORE, EXPUNGE, APPEND, COPY, MOVE, CREATE, DELETE or SUBSCRIBE;
+- POP3: the session logs in and reads STAT; never RETR, DELE, TOP, LIST or UIDL (a
+  school's client may be downloading, and the shorter the session, the shorter it waits);
+- SMTP: the session authenticates and leaves; never MAIL, RCPT, DATA, BDAT, VRFY or EXPN.
+Every command of every protocol goes through its `check_*_command` before the socket.
 """
 
 from __future__ import annotations
@@ -47,3 +51,26 @@ def check_imap_command(name: str, args: tuple[object, ...], prefix: str | None) 
         requested = set(_ITEM.findall(items))
         if not requested or not requested <= IMAP_FETCH_ITEMS:
             raise ForbiddenCommand(f"IMAP FETCH {items} asks for more than message sizes")
+
+
+# RSET only undoes this session's own marks (it has none): harmless, allowed for a clean exit.
+POP3_COMMANDS: frozenset[str] = frozenset(
+    {"CAPA", "STLS", "USER", "PASS", "AUTH", "STAT", "NOOP", "RSET", "QUIT"}
+)
+SMTP_COMMANDS: frozenset[str] = frozenset(
+    {"EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"}
+)
+
+
+def check_pop3_command(name: str) -> None:
+    """Raise ForbiddenCommand unless the POP3 command is on the read-only list."""
+    upper = name.upper()
+    if upper not in POP3_COMMANDS:
+        raise ForbiddenCommand(f"POP3 {upper} reads or changes messages; probes do not send it")
+
+
+def check_smtp_command(name: str) -> None:
+    """Raise ForbiddenCommand unless the SMTP command is on the session-only list."""
+    upper = name.upper()
+    if upper not in SMTP_COMMANDS:
+        raise ForbiddenCommand(f"SMTP {upper} would send or reveal mail; probes do not send it")

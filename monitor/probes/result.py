@@ -7,20 +7,18 @@ from enum import StrEnum
 
 
 class Protocol(StrEnum):
-    """Protocols a probe speaks."""
+    """Protocols a probe speaks; each has its module and an entry in the registry."""
 
     IMAP = "imap"
+    POP3 = "pop3"
+    SMTP = "smtp"  # SMTP AUTH on the submission server, with the CERBERE password
 
 
-class Phase(StrEnum):
-    """Timed steps of a probe, in the order they happen."""
-
-    CONNECT = "connect"
-    TLS = "tls"
-    GREETING = "greeting"
-    LOGIN = "login"
-    QUOTA = "quota"
-    LOGOUT = "logout"
+# Phases are each protocol's own (its module lists them in its Prober); these names are
+# shared so that outage detection and dashboards read "connect" the same everywhere.
+CONNECT = "connect"
+TLS = "tls"
+GREETING = "greeting"
 
 
 class Reason(StrEnum):
@@ -37,6 +35,12 @@ class Reason(StrEnum):
     ACCOUNT_DISABLED = "account_disabled"
     SERVER_ERROR = "server_error"
     PROTOCOL_ERROR = "protocol_error"
+    # POP3 (RFC 3206): the mailbox is locked by the school's own client downloading, or
+    # logins are rate-limited. The server answered: not an outage, not a refused password.
+    IN_USE = "in_use"
+    LOGIN_DELAY = "login_delay"
+    # SMTP 534: the server wants another mechanism; says nothing about the password.
+    AUTH_MECHANISM_REFUSED = "auth_mechanism_refused"
     CREDENTIAL_MISSING = "credential_missing"
     INTERNAL_ERROR = "internal_error"  # a bug in the monitor, logged with its traceback
 
@@ -71,6 +75,29 @@ class QuotaSource(StrEnum):
     IMAP_QUOTA = "imap_quota"  # RFC 2087 GETQUOTAROOT
     STATUS_SIZE = "status_size"  # RFC 8438 STATUS (SIZE) summed over folders
     MESSAGE_SIZES = "message_sizes"  # RFC822.SIZE summed over every message
+    POP3_STAT = "pop3_stat"  # POP3 STAT octets: the inbox only, other folders not counted
+
+    @property
+    def rank(self) -> int:
+        """How much of the mailbox the reading covers; a lower rank never replaces a higher."""
+        return _SOURCE_RANK[self]
+
+
+# The server's own QUOTA figure beats a whole-mailbox sum, which beats the inbox alone.
+_SOURCE_RANK = {
+    QuotaSource.IMAP_QUOTA: 2,
+    QuotaSource.STATUS_SIZE: 1,
+    QuotaSource.MESSAGE_SIZES: 1,
+    QuotaSource.POP3_STAT: 0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFacts:
+    """What a probe's TLS handshake showed of the endpoint."""
+
+    version: str  # e.g. "TLSv1.3"
+    cert_not_after: float | None  # Unix time the first certificate of the chain expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +119,12 @@ class ProbeResult:
     protocol: Protocol
     reason: Reason
     started_at: float  # Unix time
-    durations: dict[Phase, float] = field(default_factory=dict)
-    failed_phase: Phase | None = None  # where a failure happened
+    durations: dict[str, float] = field(default_factory=dict)  # by phase, in order reached
+    failed_phase: str | None = None  # where a failure happened
     detail: str = ""  # server text or error class, never a secret
     quota: QuotaReading | None = None
     quota_error: str = ""  # login succeeded but the quota could not be read
+    tls: TlsFacts | None = None  # None: no TLS, or the handshake did not complete
 
     @property
     def login_ok(self) -> bool:

@@ -5,21 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from monitor.config.model import ProbingConfig
-from monitor.probes.result import QuotaSource
+from monitor.probes.result import Protocol, QuotaSource
 from monitor.scheduling.runner import Outcomes
-from monitor.scheduling.view import MailboxStatus
+from monitor.scheduling.view import MailboxStatus, ProbeStatus
 
 
-def estimate_due(status: MailboxStatus, now: float, probing: ProbingConfig) -> bool:
+def estimate_due(
+    status: MailboxStatus, probe: ProbeStatus, now: float, probing: ProbingConfig
+) -> bool:
     """Whether this probe should also sum folder sizes (where the server has no QUOTA)."""
     quota = status.quota
     if quota is not None and quota.source is QuotaSource.IMAP_QUOTA:
         return True  # GETQUOTAROOT answers first; the flag only matters if QUOTA goes away
+    # STAT counts the inbox alone: it is no whole-mailbox sum, and counting it as one would
+    # put the IMAP sum off for ever where POP3 probes more often than the estimate cadence.
+    summed = quota is not None and quota.source is not QuotaSource.POP3_STAT
     # A failed estimate (too slow for the deadline, say) waits its turn like a good one,
     # so a huge mailbox does not cost a full-deadline probe at every interval.
     last = max(
-        quota.measured_at if quota is not None else 0.0,
-        status.estimated_at or 0.0,
+        quota.measured_at if quota is not None and summed else 0.0,
+        probe.estimated_at or 0.0,
     )
     return now - last >= probing.quota_estimate_interval
 
@@ -30,7 +35,7 @@ class ProbeRequest:
 
     estimate: bool | None = None  # None: when the estimate cadence says so
     force: bool = False  # try even a locked-out mailbox
-    outcomes: dict[str, Outcomes] | None = None  # where a sweep collects
+    outcomes: dict[tuple[str, Protocol], Outcomes] | None = None  # where a sweep collects
     trial: bool = False  # the probe that decides whether a down server is back
 
 

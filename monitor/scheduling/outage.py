@@ -1,6 +1,7 @@
 """Server-wide outage: one signal instead of thousands of failed mailboxes, and a gentle retry.
 
-When most recent probes to a server fail on the server's side (it cannot be reached,
+Tracked per endpoint, (server, protocol): POP3 may be down while IMAP works. When most
+recent probes to an endpoint fail on the server's side (it cannot be reached,
 secured or greeted, or it hangs at LOGIN as an Exchange whose directory is unreachable
 does), the server is marked down and mailbox probes to it stop. A credential-free check
 (connect, TLS, greeting) then runs with exponential back-off; once it passes, a single
@@ -16,18 +17,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from monitor.config.model import OutageConfig
-from monitor.probes.result import Phase, ProbeResult, Reason
+from monitor.probes.contract import Prober
+from monitor.probes.result import ProbeResult, Reason
 
-_SERVER_PHASES = frozenset({Phase.CONNECT, Phase.TLS, Phase.GREETING})
 # Results that never reached the server say nothing about it.
 _NOT_THE_SERVER = frozenset({Reason.CREDENTIAL_MISSING, Reason.INTERNAL_ERROR})
 
 
-def is_server_failure(result: ProbeResult) -> bool:
-    """Whether a result says the server, not the mailbox, failed."""
-    if result.reason.is_transport_failure and result.failed_phase in _SERVER_PHASES:
+def is_server_failure(result: ProbeResult, prober: Prober) -> bool:
+    """Whether a result says the server, not the mailbox, failed.
+
+    A POP3 `[IN-USE]` or `[LOGIN-DELAY]` is an answer, so never a server failure: the
+    school's own client is downloading.
+    """
+    if result.reason.is_transport_failure and result.failed_phase in prober.reach_phases:
         return True
-    return result.reason is Reason.TIMEOUT and result.failed_phase is Phase.LOGIN
+    return result.reason is Reason.TIMEOUT and result.failed_phase == prober.auth_phase
 
 
 def says_something_about_server(result: ProbeResult) -> bool:
@@ -56,8 +61,9 @@ class ServerState:
 class OutageDetector:
     """Tracks one server's recent probe outcomes; all times are Unix seconds."""
 
-    def __init__(self, config: OutageConfig) -> None:
+    def __init__(self, prober: Prober, config: OutageConfig) -> None:
         self._config = config
+        self._prober = prober
         self._recent: deque[tuple[float, bool]] = deque()
         self._failures = 0  # failures in _recent, kept in step: counting them is O(window)
         self.down_since: float | None = None
@@ -89,7 +95,7 @@ class OutageDetector:
         """Count a mailbox probe; True when this result tips the server into down."""
         if not says_something_about_server(result):
             return False
-        failed = is_server_failure(result)
+        failed = is_server_failure(result, self._prober)
         self._recent.append((now, failed))
         self._failures += failed
         self._forget_before(now - self._config.window)
@@ -115,7 +121,7 @@ class OutageDetector:
             return False
         if result is None or not says_something_about_server(result):
             return False  # inconclusive: the next due probe is the trial
-        if is_server_failure(result):
+        if is_server_failure(result, self._prober):
             self.last_error = f"{result.reason}: {result.detail}"
             self._trial_open = False
             self._back_off(now)

@@ -1,10 +1,9 @@
-"""The daemon's clock: every mailbox once per interval, spread out, paced and bounded.
+"""The daemon's scheduler: wires the dispatcher, the limits, the runner and the receivers.
 
-Each mailbox has a fixed slot in the cycle (jittered a little each time), so thousands of
-logins never arrive as a burst. The dispatcher only starts a task per due mailbox and never
-waits for capacity: each probe first waits for its server's connection slot, then for a
-global slot and the rate limit, so a slow server holds back its own probes only. A hung
-probe holds its slots only until its deadline.
+The dispatcher says which probe is due; this module starts it as a task that waits for
+its endpoint's connection slot, then a global slot, then the rate limit, so a slow server
+holds back its own probes only, and a hung probe holds its slots only until its deadline.
+Outcomes go to the recorder; the state file is written in batches.
 """
 
 from __future__ import annotations
@@ -13,24 +12,31 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import replace
 
 import structlog
 
-from monitor.config.model import Config, Mailbox
-from monitor.probes.result import ProbeResult, Protocol, Reason
+from monitor.config.model import Config, EndpointConfig, Mailbox
+from monitor.probes.contract import ProbeOptions
+from monitor.probes.result import Protocol
 from monitor.scheduling.cycle import Cycle, ProbeRequest, estimate_due
-from monitor.scheduling.events import log_probe_result
+from monitor.scheduling.dispatcher import Dispatcher
+from monitor.scheduling.endpoints import Endpoints
 from monitor.scheduling.limits import Slots
-from monitor.scheduling.outage import Admission, OutageDetector
-from monitor.scheduling.plan import jittered, slot_offsets
+from monitor.scheduling.outage import Admission
 from monitor.scheduling.ratelimit import RateLimiter
-from monitor.scheduling.runner import Held, LockedOut, Outcomes, ProbeRunner
+from monitor.scheduling.recorder import Recorder
+from monitor.scheduling.runner import Outcomes, ProbeRunner
 from monitor.scheduling.server_watch import ServerWatch
-from monitor.scheduling.view import MailboxStatus, SchedulerView, SkipCause, StateHealth
-from monitor.state.store import MailboxRecord, StateError, StateStore
+from monitor.scheduling.statuses import StatusBook
+from monitor.scheduling.view import (
+    Counters,
+    MailboxStatus,
+    SchedulerView,
+    SkipCause,
+    StateHealth,
+)
+from monitor.state.store import StateStore
 
 __all__ = ["MailboxStatus", "Scheduler", "SchedulerView", "SkipCause"]
 
@@ -39,9 +45,11 @@ log = structlog.get_logger("bma_monitor.scheduler")
 FLUSH_EVERY = 1.0  # seconds between state-file writes of probe results
 CREDENTIALS_EVERY = 60.0  # seconds between re-reads of the credential files
 
+ProbeKey = tuple[str, Protocol]  # (address, protocol)
+
 
 class Scheduler:
-    """Runs the probe cycles and keeps the latest status of every mailbox."""
+    """Runs the probe cycles and keeps the latest status of every mailbox and protocol."""
 
     def __init__(
         self,
@@ -52,56 +60,72 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._runner = runner
-        self._sleep = sleep
+        self._monotonic = monotonic
         self._store = store
         self._clock = clock
-        self._rng = rng or random.Random()
         self._config = config
-        self._replan = False
-        self.statuses: dict[str, MailboxStatus] = {}
-        self._servers: dict[str, OutageDetector] = {}
-        self._server_slots: dict[str, Slots] = {}
         self._slots = Slots(config.probing.concurrency)
         self._rate = RateLimiter(config.probing.rate_limit)
-        self._probes: Counter[Protocol] = Counter()
-        self._failures: Counter[tuple[Protocol, Reason]] = Counter()
-        self._skipped: Counter[SkipCause] = Counter()
-        self._quota_failures = 0
-        self._running: set[str] = set()
-        self._dirty: set[str] = set()
-        self._cycle_seconds: float | None = None
-        self._lag = 0.0
-        self._dispatcher_due = time.monotonic()
-        self._reread_credentials = asyncio.Event()
-        self._watch = ServerWatch(
-            lambda: self._config, lambda: self._servers, runner.context, clock
+        self._endpoints = Endpoints()
+        self._book = StatusBook(store)
+        self._recorder = Recorder(
+            self._book, self._endpoints, lambda: runner.lockouts, lambda: self._config, clock
         )
-        self._apply(config, self._restore())
+        self._dispatcher = Dispatcher(
+            config,
+            self._dispatch,
+            self._cycle_progress,
+            rng=rng or random.Random(),
+            sleep=sleep,
+            clock=clock,
+            monotonic=monotonic,
+        )
+        self._watch = ServerWatch(
+            lambda: self._config, lambda: self._endpoints.detectors, runner.context, clock
+        )
+        self._group: asyncio.TaskGroup | None = None
+        self._running: set[ProbeKey] = set()
+        self._cycle_seconds: dict[Protocol, float] = {}
+        self._lag = 0.0
+        self._reread_credentials = asyncio.Event()
+        self._apply(config)
+        self._book.restore(config, runner.lockouts)
+
+    @property
+    def statuses(self) -> dict[str, MailboxStatus]:
+        """The latest status of every configured mailbox."""
+        return self._book.statuses
 
     def reconfigure(self, config: Config) -> None:
         """Adopt a new configuration now; the dispatcher re-plans at its next step."""
-        self._apply(config, None)
-        self._replan = True
+        self._apply(config)
+        self._book.apply(config, self._runner.lockouts)
+        self._dispatcher.reconfigure(config)
         self._reread_credentials.set()
 
     def view(self) -> SchedulerView:
         """A consistent, immutable copy for a scrape (safe to call from another thread)."""
+        recorder, watch = self._recorder, self._watch
         return SchedulerView(
             config=self._config,
-            mailboxes=dict(self.statuses),
-            servers={name: d.state() for name, d in list(self._servers.items())},
-            probes=dict(self._probes),
-            failures=dict(self._failures),
-            quota_failures=self._quota_failures,
-            skipped=dict(self._skipped),
-            server_checks=dict(self._watch.checks),
-            server_check_failures=dict(self._watch.failures),
+            mailboxes=dict(self._book.statuses),
+            servers=self._endpoints.states(),
+            tls=dict(recorder.tls),
+            counters=Counters(
+                probes=dict(recorder.probes),
+                failures=dict(recorder.failures),
+                quota_failures=dict(recorder.quota_failures),
+                skipped=dict(recorder.skipped),
+                server_checks=dict(watch.checks),
+                server_check_failures=dict(watch.failures),
+            ),
             in_flight=self._slots.held,
-            cycle_seconds=self._cycle_seconds,
+            cycle_seconds=dict(self._cycle_seconds),
             lag_seconds=self._lag,
-            dispatcher_due=self._dispatcher_due,
+            dispatcher_due=self._dispatcher.due_by,
             state=StateHealth(self._store.write_health(), self._runner.guard.unsaved_lockouts),
         )
 
@@ -110,276 +134,151 @@ class Scheduler:
         try:
             await self._runner.refresh_credentials(self._config.mailboxes)
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 group.create_task(self._flush_forever())
                 group.create_task(self._refresh_credentials_forever())
                 group.create_task(self._watch.run(group))
-                await self._dispatch_forever(group)
+                await self._dispatcher.run()
         finally:
+            self._group = None
             await asyncio.shield(self.flush())
 
     async def sweep(
-        self, mailboxes: Sequence[Mailbox] | None = None, *, force: bool = False
-    ) -> dict[str, Outcomes]:
-        """Probe mailboxes (all by default) once, now, as fast as the limits allow.
+        self,
+        mailboxes: Sequence[Mailbox] | None = None,
+        protocols: Sequence[Protocol] | None = None,
+        *,
+        force: bool = False,
+    ) -> dict[ProbeKey, Outcomes]:
+        """Probe mailboxes (all by default) once, now, over each of their protocols (or
+        those of `protocols` they have), as fast as the limits allow.
 
-        Usage is always measured; `force` also tries locked-out mailboxes. Results are
+        Usage is always measured; `force` also tries locked-out credentials. Results are
         recorded as in a cycle and saved before returning.
         """
-        outcomes: dict[str, Outcomes] = {}
+        outcomes: dict[ProbeKey, Outcomes] = {}
         targets = self._config.mailboxes if mailboxes is None else mailboxes
         await self._runner.refresh_credentials(targets)
-        cycle = Cycle(self._clock())
         request = ProbeRequest(estimate=True, force=force, outcomes=outcomes)
-        by_server: dict[str, list[Mailbox]] = {}
+        queues: dict[tuple[str, Protocol], list[Mailbox]] = {}
         for mailbox in targets:
-            by_server.setdefault(mailbox.server, []).append(mailbox)
-        # As many workers per server as it takes connections: a task per mailbox would hold
+            for protocol in mailbox.protocols:
+                if protocols is None or protocol in protocols:
+                    queues.setdefault((mailbox.server, protocol), []).append(mailbox)
+        # As many workers per endpoint as it takes connections: a task per probe would hold
         # 10,000 waiting coroutines (about 20 MB), and a shared queue would let a slow
-        # server's backlog hold up the others.
+        # endpoint's backlog hold up the others.
+        cycles = {protocol: Cycle(self._clock()) for _, protocol in queues}
         async with asyncio.TaskGroup() as group:
-            for server, queued in by_server.items():
+            for (server, protocol), queued in queues.items():
                 pending = iter(queued)
-                server_config = self._config.servers.get(server)
-                workers = min(len(queued), server_config.max_connections if server_config else 1)
+                endpoint = self._endpoint(server, protocol)
+                workers = min(len(queued), endpoint.max_connections if endpoint else 1)
                 for _ in range(workers):
-                    group.create_task(self._sweep_worker(pending, cycle, request))
-        cycle.dispatched_all = True  # only now: a worker between two mailboxes has none pending
-        self._cycle_progress(cycle)
+                    group.create_task(
+                        self._sweep_worker(pending, protocol, cycles[protocol], request)
+                    )
+        for protocol, cycle in cycles.items():
+            cycle.dispatched_all = True  # only now: a worker between two has none pending
+            self._cycle_progress(protocol, cycle)
         await self.flush()
         return outcomes
-
-    async def _sweep_worker(
-        self, pending: Iterator[Mailbox], cycle: Cycle, request: ProbeRequest
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for mailbox in pending:
-            self._begin(mailbox, cycle)
-            await self._probe(mailbox, cycle, loop.time(), request)
 
     async def flush(self) -> None:
         """Write changed mailbox records and the guard's pending rows to the state file."""
         await self._runner.guard.flush()
-        if not self._dirty:
+        await self._book.flush()
+
+    # -- starting probes --------------------------------------------------------------------
+
+    def _dispatch(self, mailbox: Mailbox, protocol: Protocol, cycle: Cycle, due: float) -> None:
+        """The dispatcher's due probe: start it, unless it is still running or its server down."""
+        if (mailbox.address, protocol) in self._running:
+            self._recorder.skip(SkipCause.STILL_RUNNING, mailbox, protocol)
             return
-        addresses, self._dirty = self._dirty, set()
-        records = [
-            MailboxRecord(a, s.result, s.last_success_at, s.quota)
-            for a in addresses
-            if (s := self.statuses.get(a)) is not None
-        ]
-        try:
-            await asyncio.to_thread(self._store.save_mailboxes, records)
-        except StateError as exc:
-            self._dirty |= addresses  # try again at the next flush
-            log.error("state_write_failed", error=str(exc))
-
-    # -- dispatch ---------------------------------------------------------------------------
-
-    async def _dispatch_forever(self, group: asyncio.TaskGroup) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self._replan = False
-            cycle_start = loop.time()
-            cycle = Cycle(self._clock())
-            plan = self._plan(self._config)
-            dispatched: set[str] = set()
-            i = 0
-            while i < len(plan):
-                if self._replan:
-                    self._replan = False
-                    # Mid-cycle reload: what was probed this cycle waits for the next one;
-                    # the rest (new mailboxes too) keeps its slot, or goes now if it passed.
-                    elapsed = loop.time() - cycle_start
-                    plan = [
-                        (max(offset, elapsed), mailbox)
-                        for offset, mailbox in self._plan(self._config)
-                        if mailbox.address not in dispatched
-                    ]
-                    plan.sort(key=lambda entry: entry[0])
-                    i = 0
-                    continue
-                offset, mailbox = plan[i]
-                await self._sleep_until(cycle_start + offset)
-                if self._replan:
-                    continue  # a reload came during the sleep: this entry may be stale
-                i += 1
-                dispatched.add(mailbox.address)
-                self._dispatch(group, mailbox, cycle, due=cycle_start + offset)
-            cycle.dispatched_all = True
-            self._cycle_progress(cycle)
-            await self._sleep_until(cycle_start + self._config.probing.interval)
-
-    def _plan(self, config: Config) -> list[tuple[float, Mailbox]]:
-        """This cycle's (offset, mailbox) list, in dispatch order."""
-        mailboxes = {m.address: m for m in config.mailboxes}
-        offsets = slot_offsets(list(mailboxes), config.probing.interval)
-        step = config.probing.interval / max(1, len(mailboxes))
-        plan = [
-            (jittered(offset, step, config.probing.jitter, self._rng), mailboxes[address])
-            for address, offset in offsets.items()
-        ]
-        plan.sort(key=lambda entry: entry[0])
-        return plan
-
-    def _dispatch(
-        self, group: asyncio.TaskGroup, mailbox: Mailbox, cycle: Cycle, due: float
-    ) -> None:
-        if mailbox.address in self._running:
-            self._skip(SkipCause.STILL_RUNNING, mailbox)
-            return
-        admission = self._servers[mailbox.server].admit()
+        detector = self._endpoints.detectors.get((mailbox.server, protocol))
+        admission = detector.admit() if detector is not None else Admission.PROBE
         if admission is Admission.SKIP:
-            self._skip(SkipCause.SERVER_DOWN, mailbox)
+            self._recorder.skip(SkipCause.SERVER_DOWN, mailbox, protocol)
             return
-        self._start(group, mailbox, cycle, due, ProbeRequest(trial=admission is Admission.TRIAL))
+        assert self._group is not None, "probes are dispatched only while run() runs"
+        self._begin(mailbox, protocol, cycle)
+        request = ProbeRequest(trial=admission is Admission.TRIAL)
+        self._group.create_task(self._probe(mailbox, protocol, cycle, due, request))
 
-    def _start(
+    async def _sweep_worker(
+        self, pending: Iterator[Mailbox], protocol: Protocol, cycle: Cycle, request: ProbeRequest
+    ) -> None:
+        for mailbox in pending:
+            self._begin(mailbox, protocol, cycle)
+            await self._probe(mailbox, protocol, cycle, self._monotonic(), request)
+
+    def _begin(self, mailbox: Mailbox, protocol: Protocol, cycle: Cycle) -> None:
+        """Count a probe as under way until `_probe` ends."""
+        self._running.add((mailbox.address, protocol))
+        cycle.pending += 1
+
+    async def _probe(
         self,
-        group: asyncio.TaskGroup,
         mailbox: Mailbox,
+        protocol: Protocol,
         cycle: Cycle,
         due: float,
         request: ProbeRequest,
     ) -> None:
-        """Start the probe's task; it waits for its limits itself."""
-        self._begin(mailbox, cycle)
-        group.create_task(self._probe(mailbox, cycle, due, request))
-
-    def _begin(self, mailbox: Mailbox, cycle: Cycle) -> None:
-        """Count a probe as under way until `_probe` ends."""
-        self._running.add(mailbox.address)
-        cycle.pending += 1
-
-    async def _probe(
-        self, mailbox: Mailbox, cycle: Cycle, due: float, request: ProbeRequest
-    ) -> None:
-        # Taken before any wait. A reload may drop the server before this task starts; the
+        # Taken before any wait. A reload may drop the endpoint before this task starts; the
         # runner then reports it as no longer configured, so any slot will do.
-        server_slots = self._server_slots.get(mailbox.server) or Slots(1)
+        endpoint_slots = self._endpoints.slots((mailbox.server, protocol))
         outcome: Outcomes | None = None
         try:
-            # The server's slot first: waiting for it must not hold a global slot, or a slow
+            # The endpoint's slot first: waiting for it must not hold a global slot, or a slow
             # server capped at one connection would starve every other server.
-            async with server_slots.hold(), self._slots.hold():
+            async with endpoint_slots.hold(), self._slots.hold():
                 await self._rate.acquire()
-                self._lag = max(0.0, asyncio.get_running_loop().time() - due)
-                status = self.statuses.get(mailbox.address) or MailboxStatus(mailbox)
+                self._lag = max(0.0, self._monotonic() - due)
+                status = self._book.statuses.get(mailbox.address) or MailboxStatus(mailbox)
                 estimate = (
                     request.estimate
                     if request.estimate is not None
-                    else estimate_due(status, self._clock(), self._config.probing)
+                    else estimate_due(
+                        status, status.probe(protocol), self._clock(), self._config.probing
+                    )
+                )
+                options = ProbeOptions(
+                    estimate_usage=estimate, fetch_chunk=self._config.probing.quota_fetch_chunk
                 )
                 outcome = await self._runner.run_guarded(
-                    mailbox, estimate_usage=estimate, force=request.force
+                    mailbox, protocol, options=options, force=request.force
                 )
             if request.outcomes is not None:
-                request.outcomes[mailbox.address] = outcome
+                request.outcomes[(mailbox.address, protocol)] = outcome
             try:
-                self._record(mailbox, outcome, estimate)
+                self._recorder.record(mailbox, protocol, outcome, estimate)
             except Exception:
-                log.exception("record_failed", mailbox=mailbox.local_part)
+                log.exception("record_failed", mailbox=mailbox.local_part, protocol=str(protocol))
         finally:
             if request.trial:
-                self._trial_done(mailbox, outcome)
-            self._running.discard(mailbox.address)
+                self._recorder.trial_done(mailbox, protocol, outcome)
+            self._running.discard((mailbox.address, protocol))
             cycle.pending -= 1
-            self._cycle_progress(cycle)
+            self._cycle_progress(protocol, cycle)
 
-    def _record(self, mailbox: Mailbox, outcome: Outcomes, estimated: bool) -> None:
-        address = mailbox.address
-        status = self.statuses.get(address)
-        if status is None or status.mailbox != mailbox:
-            return  # removed or changed by a reload while the probe ran: not its result now
-        if isinstance(outcome, LockedOut):
-            self._skip(SkipCause.LOCKED_OUT, mailbox)
-            self.statuses[address] = replace(status, lockout=outcome.lockout)
-            return
-        if isinstance(outcome, Held):
-            self._skip(SkipCause.OUTCOME_UNKNOWN, mailbox)
-            return
-        result = outcome
-        self._probes[result.protocol] += 1
-        if not result.login_ok:
-            self._failures[(result.protocol, result.reason)] += 1
-        if result.quota_error:
-            self._quota_failures += 1
-        self.statuses[address] = replace(
-            status,
-            result=result,
-            last_success_at=self._clock() if result.login_ok else status.last_success_at,
-            quota=result.quota or status.quota,
-            lockout=self._runner.lockouts.get((address, result.protocol)),
-            estimated_at=self._clock() if estimated and result.login_ok else status.estimated_at,
-        )
-        self._dirty.add(address)
-        detector = self._servers.get(mailbox.server)
-        if detector is not None and detector.record(self._clock(), result):
-            log.error("server_down", server=mailbox.server, error=detector.last_error)
-        log_probe_result(mailbox, result, self._config.quota)
-
-    def _trial_done(self, mailbox: Mailbox, outcome: Outcomes | None) -> None:
-        """Report a down server's trial probe: its outcome decides whether the server is up."""
-        detector = self._servers.get(mailbox.server)
-        if detector is None:
-            return
-        result = outcome if isinstance(outcome, ProbeResult) else None
-        if detector.record_trial(self._clock(), result):
-            log.warning("server_up", server=mailbox.server)
-
-    def _cycle_progress(self, cycle: Cycle) -> None:
+    def _cycle_progress(self, protocol: Protocol, cycle: Cycle) -> None:
         if cycle.complete():
-            self._cycle_seconds = self._clock() - cycle.started_at
+            self._cycle_seconds[protocol] = self._clock() - cycle.started_at
 
-    def _skip(self, cause: SkipCause, mailbox: Mailbox) -> None:
-        self._skipped[cause] += 1
-        log.debug("probe_skipped", mailbox=mailbox.local_part, cause=str(cause))
+    # -- configuration and background jobs --------------------------------------------------
 
-    # -- state ------------------------------------------------------------------------------
+    def _endpoint(self, server: str, protocol: Protocol) -> EndpointConfig | None:
+        found = self._config.servers.get(server)
+        return found.endpoint(protocol) if found is not None else None
 
-    def _restore(self) -> dict[str, MailboxRecord]:
-        records = self._store.load_mailboxes()
-        log.info("state_loaded", mailboxes=len(records), lockouts=len(self._runner.lockouts))
-        return records
-
-    def _apply(self, config: Config, records: dict[str, MailboxRecord] | None) -> None:
-        """Adopt a configuration: mailboxes added or removed, servers and limits renewed."""
+    def _apply(self, config: Config) -> None:
+        """Adopt a configuration's limits and endpoints."""
         self._config = config
-        statuses: dict[str, MailboxStatus] = {}
-        for mailbox in config.mailboxes:
-            previous = self.statuses.get(mailbox.address)
-            lockout = self._runner.lockouts.get((mailbox.address, Protocol.IMAP))
-            if previous is not None:
-                statuses[mailbox.address] = replace(previous, mailbox=mailbox, lockout=lockout)
-            elif records is not None and (record := records.get(mailbox.address)) is not None:
-                statuses[mailbox.address] = MailboxStatus(
-                    mailbox, record.result, record.last_success_at, record.quota, lockout
-                )
-            else:
-                statuses[mailbox.address] = MailboxStatus(mailbox, lockout=lockout)
-        self.statuses = statuses
-        outage = config.probing.outage
-        for detector in self._servers.values():
-            detector.reconfigure(outage)
-        self._servers = {
-            name: self._servers.get(name) or OutageDetector(outage) for name in config.servers
-        }
-        # Resized in place: probes running now hold slots of these very objects.
-        slots: dict[str, Slots] = {}
-        for name, server in config.servers.items():
-            slots[name] = self._server_slots.get(name) or Slots(server.max_connections)
-            slots[name].resize(server.max_connections)
-        self._server_slots = slots
+        self._endpoints.apply(config)
         self._slots.resize(config.probing.concurrency)
         self._rate.set_rate(config.probing.rate_limit)
-
-    async def _sleep_until(self, when: float) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        # Health reads this: a dispatcher still not back well after it is a stalled one.
-        self._dispatcher_due = max(when, now)
-        if when > now:
-            await self._sleep(when - now)
-        self._dispatcher_due = loop.time()
 
     async def _refresh_credentials_forever(self) -> None:
         while True:

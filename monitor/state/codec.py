@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from monitor.probes.result import Phase, ProbeResult, Protocol, QuotaReading, QuotaSource, Reason
+from monitor.probes.result import (
+    ProbeResult,
+    Protocol,
+    QuotaReading,
+    QuotaSource,
+    Reason,
+    TlsFacts,
+)
 
 
 def quota_to_dict(reading: QuotaReading) -> dict[str, Any]:
@@ -42,6 +49,11 @@ def result_to_dict(result: ProbeResult) -> dict[str, Any]:
         "detail": result.detail,
         "quota": quota_to_dict(result.quota) if result.quota else None,
         "quota_error": result.quota_error,
+        "tls": (
+            {"version": result.tls.version, "cert_not_after": result.tls.cert_not_after}
+            if result.tls
+            else None
+        ),
     }
 
 
@@ -52,11 +64,14 @@ def result_from_dict(data: dict[str, Any]) -> ProbeResult:
         protocol=Protocol(data["protocol"]),
         reason=Reason(data["reason"]),
         started_at=float(data["started_at"]),
-        durations={Phase(k): float(v) for k, v in data["durations"].items()},
-        failed_phase=Phase(data["failed_phase"]) if data.get("failed_phase") else None,
+        durations={str(k): float(v) for k, v in data["durations"].items()},
+        failed_phase=str(data["failed_phase"]) if data.get("failed_phase") else None,
         detail=data.get("detail", ""),
         quota=quota_from_dict(data["quota"]) if data.get("quota") else None,
         quota_error=data.get("quota_error", ""),
+        tls=TlsFacts(str(tls["version"]), tls.get("cert_not_after"))
+        if (tls := data.get("tls"))
+        else None,
     )
 
 

@@ -1,8 +1,10 @@
 """The login guard's tables: lock-outs and attempts whose outcome is not known yet.
 
-Both are shared by every process using the state file (the daemon and `bma-monitor
-probe`): an attempt is reserved in one write transaction that first reads both tables, so
-two processes can never both send a credential that one of them saw refused.
+Both are keyed by credential, (mailbox, secret), not by protocol: IMAP and POP3 send the
+same mailbox password, so a refusal over one holds the other back too. Both are shared by
+every process using the state file (the daemon and `bma-monitor probe`): an attempt is
+reserved in one write transaction that first reads both tables, so two processes can never
+both send a credential that one of them saw refused.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from monitor.credentials import SecretKind
 from monitor.probes.result import Protocol, Reason
 from monitor.state.store import StateStore
 
-Key = tuple[str, Protocol]  # (address, protocol)
+Key = tuple[str, SecretKind]  # (address, secret): one account's credential
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +25,8 @@ class Lockout:
     """A mailbox whose credential was refused for good: no attempt until it changes."""
 
     address: str
-    protocol: Protocol
+    secret: SecretKind
+    protocol: Protocol  # the protocol that was refused
     reason: Reason
     since: float
     fingerprint: str  # scrypt of the refused secret; tells a new secret from the old one
@@ -30,8 +34,8 @@ class Lockout:
 
     @property
     def key(self) -> Key:
-        """(address, protocol)."""
-        return (self.address, self.protocol)
+        """(address, secret)."""
+        return (self.address, self.secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +43,15 @@ class Attempt:
     """A login whose secret is about to be, or was, sent, and whose outcome is not known."""
 
     address: str
-    protocol: Protocol
+    secret: SecretKind
+    protocol: Protocol  # the protocol sending it
     credential: str  # the secret's source and file identity (see Credential.identity)
     started_at: float
 
     @property
     def key(self) -> Key:
-        """(address, protocol)."""
-        return (self.address, self.protocol)
+        """(address, secret)."""
+        return (self.address, self.secret)
 
 
 # Given the current lock-out and attempt rows of a key, whether to reserve an attempt.
@@ -57,13 +62,19 @@ def load_lockouts(store: StateStore) -> dict[Key, Lockout]:
     """Every lock-out in force."""
     with store.reading() as db:
         rows = db.execute(
-            "SELECT address, protocol, reason, since, fingerprint, detail FROM lockout"
+            "SELECT address, secret, protocol, reason, since, fingerprint, detail FROM lockout"
         ).fetchall()
     return {
-        (address, Protocol(protocol)): Lockout(
-            address, Protocol(protocol), Reason(reason), since, fingerprint, detail
+        (address, SecretKind(secret)): Lockout(
+            address,
+            SecretKind(secret),
+            Protocol(protocol),
+            Reason(reason),
+            since,
+            fingerprint,
+            detail,
         )
-        for address, protocol, reason, since, fingerprint, detail in rows
+        for address, secret, protocol, reason, since, fingerprint, detail in rows
     }
 
 
@@ -71,11 +82,13 @@ def load_attempts(store: StateStore) -> dict[Key, Attempt]:
     """Every attempt whose outcome was never recorded."""
     with store.reading() as db:
         rows = db.execute(
-            "SELECT address, protocol, credential, started_at FROM login_attempt"
+            "SELECT address, secret, protocol, credential, started_at FROM login_attempt"
         ).fetchall()
     return {
-        (address, Protocol(protocol)): Attempt(address, Protocol(protocol), credential, started)
-        for address, protocol, credential, started in rows
+        (address, SecretKind(secret)): Attempt(
+            address, SecretKind(secret), Protocol(protocol), credential, started
+        )
+        for address, secret, protocol, credential, started in rows
     }
 
 
@@ -93,33 +106,37 @@ def reserve(
     out: list[tuple[bool, Lockout | None, Attempt | None]] = []
     with store.writing() as db:
         db.executemany(
-            "DELETE FROM login_attempt WHERE address = ? AND protocol = ?",
-            [(a, str(p)) for a, p in resolved],
+            "DELETE FROM login_attempt WHERE address = ? AND secret = ?",
+            [(a, str(k)) for a, k in resolved],
         )
         for refused in lockouts:
             _save_lockout(db, refused)
         for attempt, decide in requests:
-            key = (attempt.address, str(attempt.protocol))
+            key = (attempt.address, str(attempt.secret))
             row = db.execute(
-                "SELECT reason, since, fingerprint, detail FROM lockout "
-                "WHERE address = ? AND protocol = ?",
+                "SELECT protocol, reason, since, fingerprint, detail FROM lockout "
+                "WHERE address = ? AND secret = ?",
                 key,
             ).fetchone()
             lockout = None
             if row is not None:
-                lockout = Lockout(attempt.address, attempt.protocol, Reason(row[0]), *row[1:])
+                lockout = Lockout(
+                    attempt.address, attempt.secret, Protocol(row[0]), Reason(row[1]), *row[2:]
+                )
             row = db.execute(
-                "SELECT credential, started_at FROM login_attempt "
-                "WHERE address = ? AND protocol = ?",
+                "SELECT protocol, credential, started_at FROM login_attempt "
+                "WHERE address = ? AND secret = ?",
                 key,
             ).fetchone()
-            pending = None if row is None else Attempt(attempt.address, attempt.protocol, *row)
+            pending = None
+            if row is not None:
+                pending = Attempt(attempt.address, attempt.secret, Protocol(row[0]), *row[1:])
             go = decide(lockout, pending)
             if go:
                 db.execute(
                     "INSERT OR REPLACE INTO login_attempt "
-                    "(address, protocol, credential, started_at) VALUES (?, ?, ?, ?)",
-                    (*key, attempt.credential, attempt.started_at),
+                    "(address, secret, protocol, credential, started_at) VALUES (?, ?, ?, ?, ?)",
+                    (*key, str(attempt.protocol), attempt.credential, attempt.started_at),
                 )
             out.append((go, lockout, pending))
     return out
@@ -134,16 +151,18 @@ def record_refusal(store: StateStore, lockout: Lockout) -> None:
 def clear_lockout(store: StateStore, key: Key) -> None:
     """Forget a lock-out: the credential changed or was accepted."""
     store.write_many(
-        "DELETE FROM lockout WHERE address = ? AND protocol = ?", [(key[0], str(key[1]))]
+        "DELETE FROM lockout WHERE address = ? AND secret = ?", [(key[0], str(key[1]))]
     )
 
 
 def _save_lockout(db: sqlite3.Connection, lockout: Lockout) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO lockout (address, protocol, reason, since, fingerprint, detail) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO lockout "
+        "(address, secret, protocol, reason, since, fingerprint, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             lockout.address,
+            str(lockout.secret),
             str(lockout.protocol),
             str(lockout.reason),
             lockout.since,
@@ -152,6 +171,6 @@ def _save_lockout(db: sqlite3.Connection, lockout: Lockout) -> None:
         ),
     )
     db.execute(
-        "DELETE FROM login_attempt WHERE address = ? AND protocol = ?",
-        (lockout.address, str(lockout.protocol)),
+        "DELETE FROM login_attempt WHERE address = ? AND secret = ?",
+        (lockout.address, str(lockout.secret)),
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from monitor.probes.result import ProbeResult, QuotaReading
+from monitor.probes.result import ProbeResult, Protocol, QuotaReading
 from monitor.state.codec import (
     quota_from_json,
     quota_to_json,
@@ -26,7 +26,14 @@ from monitor.state.opening import StateError, StateUnreadable, connect
 
 T = TypeVar("T")
 
-__all__ = ["MailboxRecord", "StateError", "StateStore", "StateUnreadable", "WriteHealth"]
+__all__ = [
+    "MailboxRecord",
+    "ProbeRecord",
+    "StateError",
+    "StateStore",
+    "StateUnreadable",
+    "WriteHealth",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +46,22 @@ class WriteHealth:
 
 
 @dataclass(frozen=True, slots=True)
-class MailboxRecord:
-    """The last known state of one mailbox."""
+class ProbeRecord:
+    """The last known outcome of one protocol's probes of one mailbox."""
 
     address: str
+    protocol: Protocol
     result: ProbeResult | None
     last_success_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxRecord:
+    """The last known state of one mailbox: its usage, and each protocol's record."""
+
+    address: str
     quota: QuotaReading | None
+    probes: dict[Protocol, ProbeRecord]
 
 
 class StateStore:
@@ -121,39 +137,54 @@ class StateStore:
     def load_mailboxes(self) -> dict[str, MailboxRecord]:
         """Every stored mailbox record, by address."""
         with self.reading() as db:
-            rows = db.execute(
-                "SELECT address, last_result, last_success_at, quota FROM mailbox"
+            mailboxes = db.execute("SELECT address, quota FROM mailbox").fetchall()
+            probes = db.execute(
+                "SELECT address, protocol, last_result, last_success_at FROM probe"
             ).fetchall()
-        return {
-            address: MailboxRecord(
-                address,
-                _decoded(result_from_json, result),
-                success,
-                _decoded(quota_from_json, quota),
-            )
-            for address, result, success, quota in rows
+        records = {
+            address: MailboxRecord(address, _decoded(quota_from_json, quota), {})
+            for address, quota in mailboxes
         }
+        known = set(Protocol)
+        for address, protocol, result, success in probes:
+            if protocol not in known:
+                continue  # a protocol a newer version probed: not ours to show
+            record = records.setdefault(address, MailboxRecord(address, None, {}))
+            record.probes[Protocol(protocol)] = ProbeRecord(
+                address, Protocol(protocol), _decoded(result_from_json, result), success
+            )
+        return records
 
     def save_mailboxes(self, records: Iterable[MailboxRecord]) -> None:
-        """Insert or replace these mailbox records in one transaction."""
-        rows = [
-            (
-                r.address,
-                result_to_json(r.result) if r.result else None,
-                r.last_success_at,
-                quota_to_json(r.quota) if r.quota else None,
-            )
-            for r in records
-        ]
-        if not rows:
+        """Insert or replace these mailbox records, and their probe records, in one transaction."""
+        mailboxes: list[tuple[object, ...]] = []
+        probes: list[tuple[object, ...]] = []
+        for record in records:
+            quota = quota_to_json(record.quota) if record.quota else None
+            mailboxes.append((record.address, quota))
+            probes += [
+                (
+                    p.address,
+                    str(p.protocol),
+                    result_to_json(p.result) if p.result else None,
+                    p.last_success_at,
+                )
+                for p in record.probes.values()
+            ]
+        if not mailboxes:
             return
-        self.write_many(
-            "INSERT INTO mailbox (address, last_result, last_success_at, quota) "
-            "VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(address) DO UPDATE SET last_result = excluded.last_result, "
-            "last_success_at = excluded.last_success_at, quota = excluded.quota",
-            rows,
-        )
+        with self.writing() as db:
+            db.executemany(
+                "INSERT INTO mailbox (address, quota) VALUES (?, ?) "
+                "ON CONFLICT(address) DO UPDATE SET quota = excluded.quota",
+                mailboxes,
+            )
+            db.executemany(
+                "INSERT INTO probe (address, protocol, last_result, last_success_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(address, protocol) DO UPDATE SET "
+                "last_result = excluded.last_result, last_success_at = excluded.last_success_at",
+                probes,
+            )
 
     def write_many(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         """Run one statement for every row, in one transaction."""

@@ -22,6 +22,14 @@ Dovecot 2.3.19.1 as configured here replies (tests/test_dovecot_harness.py check
 
   The 2G default shows ``(STORAGE 0 2097152)``; an "unlimited" user (``*:storage=0``)
   gets no untagged line at all, only ``a1 OK No quota (0.001 + 0.000 secs).``
+- POP3 (pop3_lock_session=True locks a mailbox against a second POP3 session): a
+  refused login is ``-ERR [AUTH] Authentication failed.`` for a wrong password and for
+  an expired one alike (pop3-login sends [AUTH] for every refusal and has no "expired"
+  text of its own), ``-ERR [AUTH] Login disabled for this user`` for a disabled account;
+  with the lock, a second login waits the 10 s dotlock timeout and gets ``-ERR [IN-USE]
+  Mailbox is locked by another POP3 session.``. STAT gives the INBOX's count and
+  virtual size (CRLF line ends), doveadm's ``messages`` and ``vsize``
+  (tests/test_pop3_probe.py checks these).
 - Refused LOGIN, answered at once (nodelay, no auth penalty): wrong password or unknown
   user ``a1 NO [AUTHENTICATIONFAILED] Authentication failed.``; expired ``a1 NO [EXPIRED]
   Authentication failed.`` (passwd-file splits extra fields at spaces, so no reason
@@ -126,6 +134,7 @@ class DovecotServer:
         quota: bool = True,
         capability_override: str | None = None,
         throughput: bool = False,
+        pop3_lock_session: bool = False,
     ) -> None:
         """Describe the server; nothing is written or started before start()."""
         self.workdir = Path(workdir).absolute()
@@ -136,6 +145,7 @@ class DovecotServer:
         self.quota = quota
         self.capability_override = capability_override
         self.throughput = throughput
+        self.pop3_lock_session = pop3_lock_session
         self.instance_name = f"harness{os.getpid()}n{next(_instance_counter)}"
         self._users: dict[str, MailUser] = {}
         for user in users:
@@ -195,7 +205,7 @@ class DovecotServer:
         if self._process is not None:
             raise DovecotError("server already started")
         self._prepare_dirs()
-        _write_certificate(self.workdir / "certs")
+        write_certificate(self.workdir / "certs")
         self._write_passwd_files()
         for attempt in itertools.count(1):
             self._prepare_base_dir()
@@ -314,6 +324,36 @@ class DovecotServer:
                 )
             )
         return snapshot
+
+    def add_flags(self, address: str, flags: str, folder: str, uids: str) -> None:
+        """Set flags (e.g. ``"\\Seen \\Flagged"``) on messages, as a mail client would."""
+        user = self._user(address).address.lower()
+        self._doveadm("flags", "add", "-u", user, flags, "mailbox", folder, "uid", uids)
+
+    def fetch(self, address: str, fields: str) -> list[dict[str, str]]:
+        """Dovecot's own view of every message (`doveadm fetch FIELDS ALL`), one dict each."""
+        user = self._user(address).address.lower()
+        rows: list[dict[str, str]] = json.loads(
+            self._doveadm("-f", "json", "fetch", "-u", user, fields, "ALL")
+        )
+        return rows
+
+    def mailbox_status(self, address: str, folder: str = "INBOX") -> dict[str, int]:
+        """Dovecot's own count and virtual size of a folder (`doveadm mailbox status`)."""
+        output = self._doveadm(
+            "-f",
+            "tab",
+            "mailbox",
+            "status",
+            "-u",
+            self._user(address).address.lower(),
+            "messages vsize",
+            folder,
+        )
+        # A header line, then one line of values: mailbox, messages, vsize.
+        header, values = output.splitlines()[:2]
+        fields = dict(zip(header.split("\t"), values.split("\t"), strict=True))
+        return {name: int(fields[name]) for name in ("messages", "vsize")}
 
     # Authentication ----------------------------------------------------------------
 
@@ -452,6 +492,9 @@ userdb {{
 
 protocol imap {{
   mail_plugins = {imap_plugins}
+}}
+protocol pop3 {{
+  pop3_lock_session = {"yes" if self.pop3_lock_session else "no"}
 }}
 plugin {{
   quota = count:User quota
@@ -799,7 +842,7 @@ def _signal(pid: int, signum: signal.Signals) -> None:
         os.kill(pid, signum)
 
 
-def _write_certificate(directory: Path) -> None:
+def write_certificate(directory: Path) -> None:
     """Create a CA and a server certificate for localhost and 127.0.0.1, unless present."""
     files = [directory / name for name in ("ca.pem", "cert.pem", "key.pem")]
     if all(path.exists() for path in files):

@@ -1,19 +1,16 @@
-"""A scripted IMAP server for faults a real server will not produce on demand.
+"""Scripted IMAP behaviours for faults a real server will not produce on demand.
 
-Each behaviour is a coroutine that talks to one client; the server listens on an
-ephemeral loopback port. Real behaviour is tested against Dovecot, not here.
+Each behaviour is a coroutine that talks to one client of a ScriptedImapServer (the
+shared tests.servers.scripted.ScriptedServer). Real behaviour is tested against Dovecot.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
-Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.servers.scripted import Behaviour, ScriptedServer, stream
 
 CAPS = b"IMAP4rev1 AUTH=PLAIN"
-STREAM_LIMIT_BYTES = 32 * 1024 * 1024
-STREAM_LIMIT_SECONDS = 10.0
 
 
 async def bye_greeting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -85,7 +82,7 @@ async def huge_literal(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         tag, _, rest = line.partition(b" ")
         if rest.upper().startswith(b"CAPABILITY"):
             writer.write(b"* CAPABILITY {4294967296}\r\n")
-            await _stream(writer, b"x" * 65536)
+            await stream(writer, b"x" * 65536)
             return
         writer.write(tag + b" BAD unexpected\r\n")
         await writer.drain()
@@ -94,20 +91,8 @@ async def huge_literal(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 async def endless_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Greet with a line that never ends: bytes without CRLF until the client hangs up."""
     writer.write(b"* OK ")
-    await _stream(writer, b"x" * 65536)
+    await stream(writer, b"x" * 65536)
     await reader.read()
-
-
-async def _stream(writer: asyncio.StreamWriter, chunk: bytes) -> None:
-    """Send `chunk` again and again until the client hangs up, within STREAM_LIMIT_BYTES
-    and STREAM_LIMIT_SECONDS so that a client that keeps reading cannot keep a test going."""
-    loop = asyncio.get_running_loop()
-    stop_at = loop.time() + STREAM_LIMIT_SECONDS
-    sent = 0
-    while sent < STREAM_LIMIT_BYTES and loop.time() < stop_at:
-        writer.write(chunk)
-        await writer.drain()
-        sent += len(chunk)
 
 
 async def exchange_login_failed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -200,30 +185,5 @@ def echo_login(accept: bool) -> Behaviour:
     return echo
 
 
-class ScriptedImapServer:
-    """Serves one behaviour on 127.0.0.1; counts the connections it accepted."""
-
-    def __init__(self, behaviour: Behaviour, port: int = 0) -> None:
-        self._behaviour = behaviour
-        self._server: asyncio.Server | None = None
-        self.connections = 0
-        self.port = port
-
-    async def __aenter__(self) -> ScriptedImapServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self._behaviour(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+# The name IMAP tests know the shared server by.
+ScriptedImapServer = ScriptedServer
