@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor import __version__
+from monitor.cli_expiry import add_commands as add_expiry_commands
 from monitor.config import Config, ConfigError, Mailbox, load_config
 from monitor.config.model import QuotaConfig
 from monitor.credentials import (
@@ -21,6 +22,7 @@ from monitor.credentials import (
     SecretKind,
     credential_directory_problems,
 )
+from monitor.expiry.jobs import checked_templates
 from monitor.logs import configure_logging
 from monitor.metrics.http import EndpointError
 from monitor.probes.registry import PROBERS
@@ -110,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--reset-state", **reset_state)  # type: ignore[arg-type]
     probe.set_defaults(handler=_probe)
+    add_expiry_commands(commands)
     return parser
 
 
@@ -132,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    checked_templates(config)  # a template naming an unknown variable is a config error
     store = CredentialStore(config.credentials, salt=b"")
     missing: dict[SecretKind, list[tuple[str, CredentialMissing]]] = {}
     needed_by: dict[SecretKind, set[Protocol]] = {}

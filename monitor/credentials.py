@@ -15,6 +15,8 @@ from monitor.config.model import CredentialsConfig
 
 # A quoted IMAP string cannot carry these; a password holding one was mis-written.
 _UNSENDABLE = re.compile(r"[\r\n\x00]")
+# A service credential is a plain file name inside the directory: no path, no dot file.
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 
 # Active Directory passwords (Exchange's) are at most 256 characters, 1 KiB in UTF-8: a
 # bigger file is not a password (a key, a log, a device), and a cap keeps one such file
@@ -120,19 +122,9 @@ class CredentialStore:
     ) -> Credential | CredentialMissing:
         """Read the secret now (blocking file I/O); `known` is reused if its file is unchanged."""
         if self._directory is not None:
-            path = self._directory / f"{address}.{kind}"
-            try:
-                # stat() follows symlinks (a Kubernetes secret mount is made of them) and never
-                # opens the file, so a FIFO or a device can neither block it nor feed it.
-                found = path.stat()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                return CredentialMissing(f"{path}: {exc.strerror}")
-            else:
-                if isinstance(known, Credential) and known.version == _version(found):
-                    return known
-                return _not_regular(path, found) or _read_file(path)
+            from_file = _lookup_file(self._directory / f"{address}.{kind}", known)
+            if from_file is not None:
+                return from_file
         name = self.variable_name(address, kind)
         value = os.environ.get(name, "")
         if value:
@@ -142,6 +134,29 @@ class CredentialStore:
         return CredentialMissing(
             f"no file {self._directory / f'{address}.{kind}'} and ${name} is not set"
         )
+
+    def lookup_named(
+        self, name: str, known: Credential | CredentialMissing | None = None
+    ) -> Credential | CredentialMissing:
+        """A service's secret (e.g. the LDAP bind password): `<directory>/<name>`, else
+        `$<PREFIX><NAME>`; same file rules as lookup() (blocking file I/O)."""
+        if not _SERVICE_NAME.fullmatch(name):
+            return CredentialMissing(f"{name!r:.60} is not a credential file name")
+        if self._directory is not None:
+            from_file = _lookup_file(self._directory / name, known)
+            if from_file is not None:
+                return from_file
+        variable = self.prefix_variable(name)
+        value = os.environ.get(variable, "")
+        if value:
+            return _credential(value, f"${variable}")
+        if self._directory is None:
+            return CredentialMissing(f"no credentials directory and ${variable} is not set")
+        return CredentialMissing(f"no file {self._directory / name} and ${variable} is not set")
+
+    def prefix_variable(self, name: str) -> str:
+        """The environment variable that may hold the service secret `name`."""
+        return self._prefix + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
     def variable_name(self, address: str, kind: SecretKind) -> str:
         """The environment variable that may hold this secret."""
@@ -159,6 +174,23 @@ class CredentialStore:
             dklen=16,
         )
         return digest.hex()
+
+
+def _lookup_file(
+    path: Path, known: Credential | CredentialMissing | None
+) -> Credential | CredentialMissing | None:
+    """The secret in `path`, `known` if the file is unchanged, or None if there is no file."""
+    try:
+        # stat() follows symlinks (a Kubernetes secret mount is made of them) and never
+        # opens the file, so a FIFO or a device can neither block it nor feed it.
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return CredentialMissing(f"{path}: {exc.strerror}")
+    if isinstance(known, Credential) and known.version == _version(found):
+        return known
+    return _not_regular(path, found) or _read_file(path)
 
 
 def _read_file(path: Path) -> Credential | CredentialMissing:

@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from monitor.config import Config, ConfigError, load_config
 from monitor.credentials import CredentialStore, credential_directory_problems
+from monitor.expiry.jobs import ExpiryJobs, checked_templates
 from monitor.health import health_report
 from monitor.logs import configure_logging
 from monitor.metrics.collector import BmaCollector, ReloadStatus
+from monitor.metrics.expiry import ExpiryCollector, ExpiryView
 from monitor.metrics.http import HttpEndpoint
 from monitor.metrics.page import MetricsPage
 from monitor.scheduling.runner import ProbeRunner
@@ -44,13 +46,27 @@ class Daemon:
         credentials = CredentialStore(config.credentials, self._salt)
         self.runner = ProbeRunner(config, store, credentials)
         self.scheduler = Scheduler(config, self.runner, store)
+        self.expiry = ExpiryJobs(
+            config, store, credentials, self.runner, lambda: self.scheduler.statuses
+        )
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(BmaCollector(self.scheduler.view, lambda: self.reload_status))
+        self.registry.register(ExpiryCollector(self.expiry_view))
         self.metrics = MetricsPage(self.registry, self.scheduler.view)
         self.http = HttpEndpoint(config.http.host, config.http.port, self.metrics, self.health)
+
+    def expiry_view(self) -> ExpiryView:
+        """What the expiry metrics show, as of the notifier's last tick."""
+        jobs = self.expiry
+        return ExpiryView(
+            self.config,
+            dict(jobs.notifier.expiries),
+            jobs.notifier.counts,
+            jobs.directory.health(),
+        )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """The /healthz answer."""
@@ -62,6 +78,7 @@ class Daemon:
         try:
             config = await asyncio.to_thread(load_config, path)
             credentials = CredentialStore(config.credentials, self._salt)
+            templates = await asyncio.to_thread(checked_templates, config)
         except ConfigError as exc:
             self._reload_failed(path, exc.listed())
             return
@@ -84,6 +101,7 @@ class Daemon:
         configure_logging(config.logging.level, config.logging.format)
         self.runner.reconfigure(config, credentials)
         self.scheduler.reconfigure(config)
+        self.expiry.reconfigure(config, credentials, templates)
         self.config = config
         self.reload_status = ReloadStatus(True, time.time())
         log.info("reloaded", config=str(path), mailboxes=len(config.mailboxes))
@@ -127,17 +145,21 @@ class Daemon:
         for problem in await asyncio.to_thread(credential_directory_problems, directory):
             log.warning("credentials_directory", problem=problem)
         scheduler = loop.create_task(self.scheduler.run())
+        expiry = loop.create_task(self.expiry.run())
         warming = loop.create_task(self.warm_metrics())
         stopping = loop.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait({scheduler, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if scheduler in done:
-                scheduler.result()  # a crashed scheduler must end the process, loudly
+            done, _ = await asyncio.wait(
+                {scheduler, expiry, stopping}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done & {scheduler, expiry}:
+                task.result()  # a crashed job must end the process, loudly
         finally:
             stopping.cancel()
             warming.cancel()
             scheduler.cancel()
-            await asyncio.gather(scheduler, return_exceptions=True)
+            expiry.cancel()
+            await asyncio.gather(scheduler, expiry, return_exceptions=True)
             self.http.stop()
             self.store.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -28,7 +28,8 @@ INVALID = {
     "invalid-contact.yaml": "invalid-contact.yaml:4: mailboxes[0].contact: "
     "must be an e-mail address (got 'not-an-address')",
     "invalid-csv-header.yaml": "badheader.csv:1: header must name the columns fase, kind[, name, "
-    "contact, server, protocols]; unknown column(s): number, type; missing column(s): fase, kind",
+    "contact, server, protocols, password_changed, password_expires]; unknown column(s): number, "
+    "type; missing column(s): fase, kind",
     "invalid-csv.yaml": "bad.csv:3: fase: must be exactly six digits, e.g. '001234' (got '12345')",
     "invalid-date.yaml": "invalid-date.yaml:4: invalid YAML: '2024-13-01' is not a valid date",
     "invalid-domain.yaml": "invalid-domain.yaml:4: mailboxes[0].address: must be ec or po, six "

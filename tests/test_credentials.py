@@ -231,3 +231,38 @@ def test_daemon_start_warnings_name_exposed_files_through_links(directory: Path)
     assert problems[-1] == (
         f"... and 2 more credential files in {directory} that group or others can read or write"
     )
+
+
+def test_named_service_secret_is_read_from_its_file(directory: Path) -> None:
+    """`lookup_named("ldap-bind")` reads `<directory>/ldap-bind`, its newline dropped."""
+    (directory / "ldap-bind").write_text("Bind-pw-7e2a\n", encoding="utf-8")
+    found = store_for(directory).lookup_named("ldap-bind")
+    assert isinstance(found, Credential)
+    assert found.secret.reveal() == "Bind-pw-7e2a"
+
+
+def test_named_service_secret_falls_back_on_the_environment(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no file, `$BMA_SECRET_LDAP_BIND` holds the `ldap-bind` secret."""
+    monkeypatch.setenv("BMA_SECRET_LDAP_BIND", "Env-bind-pw")
+    found = store_for(directory).lookup_named("ldap-bind")
+    assert isinstance(found, Credential)
+    assert (found.secret.reveal(), found.origin) == ("Env-bind-pw", "$BMA_SECRET_LDAP_BIND")
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "sub/ldap-bind", "ldap-bind\n"])
+def test_named_service_secret_stays_inside_the_directory(directory: Path, name: str) -> None:
+    """A name that is a path, a dot file or a parent reference reads nothing."""
+    (directory / "ldap-bind").write_text("Bind-pw-7e2a\n", encoding="utf-8")
+    found = store_for(directory).lookup_named(name)
+    assert isinstance(found, CredentialMissing)
+    assert "Bind-pw-7e2a" not in found.detail
+
+
+def test_named_service_secret_that_is_a_fifo_is_refused(directory: Path) -> None:
+    """The same file rules as mailbox secrets: a FIFO is refused without blocking."""
+    os.mkfifo(directory / "ldap-bind")
+    found = store_for(directory).lookup_named("ldap-bind")
+    assert isinstance(found, CredentialMissing)
+    assert "FIFO" in found.detail

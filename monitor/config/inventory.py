@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,16 @@ from monitor.probes.result import Protocol
 
 _FASE = re.compile(r"^\d{6}$")
 _CONTACT = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-CSV_COLUMNS = ("fase", "kind", "name", "contact", "server", "protocols")
+CSV_COLUMNS = (
+    "fase",
+    "kind",
+    "name",
+    "contact",
+    "server",
+    "protocols",
+    "password_changed",
+    "password_expires",
+)
 _CSV_REQUIRED = ("fase", "kind")
 
 
@@ -41,6 +51,9 @@ class MailboxEntry(FrozenModel):
     contact: str = Field(default="", max_length=254)
     server: str | None = None
     protocols: Protocols | None = None  # None: the fleet's (probing.protocols) or the server's
+    # The CERBERE password's last change, or its expiry: dates, e.g. 2026-06-09.
+    password_changed: dt.date | None = None
+    password_expires: dt.date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,8 @@ def resolve(entry: SourcedEntry, fleet: Fleet) -> Mailbox | Problem:
         name=e.name.strip(),
         contact=e.contact.strip(),
         protocols=protocols,
+        password_changed=e.password_changed,
+        password_expires=e.password_expires,
     )
 
 

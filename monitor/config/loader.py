@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from monitor.config.errors import ConfigError, Problem, format_path, shown, shown_path
+from monitor.config.expiry_model import ExpiryConfig, NotifyConfig
 from monitor.config.inventory import (
     Fleet,
     SourcedEntry,
@@ -56,6 +57,8 @@ class _Document(FrozenModel):
     state: StateConfig = StateConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
+    expiry: ExpiryConfig = ExpiryConfig()
+    notify: NotifyConfig = NotifyConfig()
     inventory: list[ConfigPath] = Field(default_factory=list)
     # Checked entry by entry later, so that errors name the exact entry and line.
     mailboxes: list[Any] = Field(default_factory=list)
@@ -150,6 +153,9 @@ def _load(path: Path, files: list[Path]) -> Config:
         else:
             servers[name] = checked
 
+    later = _with_expiry_paths(doc.expiry, doc.notify, located)
+    if isinstance(later, list):
+        problems += later
     configured_dir = doc.credentials.directory
     if configured_dir is None and os.environ.get("CREDENTIALS_DIRECTORY"):
         configured_dir = Path(os.environ["CREDENTIALS_DIRECTORY"])
@@ -172,7 +178,40 @@ def _load(path: Path, files: list[Path]) -> Config:
         http=doc.http,
         logging=doc.logging,
         mailboxes=tuple(m for m, _ in resolved),
+        expiry=later[0] if not isinstance(later, list) else doc.expiry,
+        notify=later[1] if not isinstance(later, list) else doc.notify,
     )
+
+
+def _with_expiry_paths(
+    expiry: ExpiryConfig, notify: NotifyConfig, located: Callable[[Location], _Place]
+) -> tuple[ExpiryConfig, NotifyConfig] | list[Problem]:
+    """The expiry and notify sections with their paths resolved, or what is wrong with them."""
+    problems: list[Problem] = []
+    ldap = expiry.sources.ldap
+    if ldap is not None and ldap.ca_file is not None:
+        found = located(("expiry", "sources", "ldap", "ca_file")).existing_file(ldap.ca_file)
+        if isinstance(found, Problem):
+            problems.append(found)
+        else:
+            ldap = ldap.model_copy(update={"ca_file": found})
+            sources = expiry.sources.model_copy(update={"ldap": ldap})
+            expiry = expiry.model_copy(update={"sources": sources})
+    relay = notify.relay
+    if relay.ca_file is not None:
+        found = located(("notify", "relay", "ca_file")).existing_file(relay.ca_file)
+        if isinstance(found, Problem):
+            problems.append(found)
+        else:
+            relay = relay.model_copy(update={"ca_file": found})
+            notify = notify.model_copy(update={"relay": relay})
+    if notify.templates is not None:
+        folder = located(("notify", "templates")).existing_dir(notify.templates)
+        if isinstance(folder, Problem):
+            problems.append(folder)
+        else:
+            notify = notify.model_copy(update={"templates": folder})
+    return problems or (expiry, notify)
 
 
 def _with_ca_files(
@@ -225,6 +264,18 @@ class _Place:
         except OSError as exc:  # e.g. a folder on the way that cannot be searched
             return self._problem(f"cannot use {shown_path(path)}: {exc.strerror}")
         return self._problem(f"no such file: {shown_path(path)}")
+
+    def existing_dir(self, configured: Path) -> Path | Problem:
+        """The resolved path, if a folder is there."""
+        path = self.resolved(configured)
+        if isinstance(path, Problem):
+            return path
+        try:
+            if path.is_dir():
+                return path
+        except OSError as exc:
+            return self._problem(f"cannot use {shown_path(path)}: {exc.strerror}")
+        return self._problem(f"no such folder: {shown_path(path)}")
 
     def _problem(self, rule: str) -> Problem:
         return Problem(self.file, format_path(self.at), rule, self.line)

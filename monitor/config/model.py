@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -40,6 +41,9 @@ from monitor.config.values import (
     whole,
 )
 from monitor.probes.result import Protocol
+
+if TYPE_CHECKING:
+    from monitor.config.expiry_model import ExpiryConfig, NotifyConfig
 
 DEFAULT_DOMAIN = "adm.cfwb.be"
 TWO_GIB = 2 * GIB
@@ -350,6 +354,9 @@ class Mailbox:
     contact: str = ""
     # Resolved (the entry's, the fleet's or the server's), one shared tuple per set.
     protocols: tuple[Protocol, ...] = PROTOCOL_SETS[frozenset({Protocol.IMAP})]
+    # The CERBERE password's last change, or its expiry, as the inventory gives them.
+    password_changed: dt.date | None = None
+    password_expires: dt.date | None = None
 
     @property
     def local_part(self) -> str:
@@ -372,3 +379,13 @@ class Config:
     http: HttpConfig
     logging: LoggingConfig
     mailboxes: tuple[Mailbox, ...]
+    expiry: ExpiryConfig = field(default_factory=lambda: _later_defaults()[0])
+    notify: NotifyConfig = field(default_factory=lambda: _later_defaults()[1])
+
+
+def _later_defaults() -> tuple[ExpiryConfig, NotifyConfig]:
+    """Defaults of the expiry sections, for a Config built in code (tests, the benchmark);
+    imported here, as their module builds on this one."""
+    from monitor.config.expiry_model import ExpiryConfig, NotifyConfig
+
+    return ExpiryConfig(), NotifyConfig()

@@ -6,12 +6,13 @@ import ssl
 from collections import OrderedDict
 from typing import Any
 
+from monitor.config.expiry_model import RelayConfig
 from monitor.config.model import EndpointConfig, TlsMode
 from monitor.probes.result import TlsFacts
 
 
-def client_context(endpoint: EndpointConfig) -> ssl.SSLContext | None:
-    """A verifying client context for the endpoint, or None for a plain connection."""
+def client_context(endpoint: EndpointConfig | RelayConfig) -> ssl.SSLContext | None:
+    """A verifying client context for the endpoint (or relay), or None for plain text."""
     if endpoint.tls is TlsMode.NONE:
         return None
     context = ssl.create_default_context(

@@ -58,6 +58,8 @@ class NoCredential:
 
 Outcomes = ProbeResult | LockedOut | Held | NoCredential
 
+Accepted = Callable[[Key, str, Callable[[], Awaitable[str]]], Awaitable[None]]
+
 # Secrets a mailbox may lack without it being a fault: not every establishment's CERBERE
 # password is known to the monitor, and without it SMTP is simply not probed.
 OPTIONAL_SECRETS = frozenset({SecretKind.CERBERE})
@@ -90,6 +92,8 @@ class ProbeRunner:
         self._clock = clock
         self.guard = LoginGuard(store, guard_rules(config))
         self._fingerprints: dict[Key, tuple[tuple[object, ...], str]] = {}
+        # Told of each credential accepted: (key, its file identity, its fingerprint).
+        self.on_accepted: Accepted | None = None
         # Dropped as soon as no probe holds or waits for it: thousands of mailboxes.
         self._in_use: weakref.WeakValueDictionary[Key, asyncio.Lock] = weakref.WeakValueDictionary()
         self.reconfigure(config, credentials)
@@ -300,6 +304,10 @@ class ProbeRunner:
         self.guard.resolved(key)
         if became is Outcome.ACCEPTED and key in self.guard.lockouts:
             await self.guard.clear_lockout(key)
+        if became is Outcome.ACCEPTED and self.on_accepted is not None:
+            await self.on_accepted(
+                key, identity(credential), lambda: self._fingerprint(key, credential)
+            )
 
     async def _verdict(
         self,

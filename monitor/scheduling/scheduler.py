@@ -95,6 +95,11 @@ class Scheduler:
         self._book.restore(config, runner.lockouts)
 
     @property
+    def runner(self) -> ProbeRunner:
+        """The runner every probe goes through."""
+        return self._runner
+
+    @property
     def statuses(self) -> dict[str, MailboxStatus]:
         """The latest status of every configured mailbox."""
         return self._book.statuses

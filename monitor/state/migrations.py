@@ -80,4 +80,50 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "SELECT address, 'imap', protocol, credential, started_at FROM login_attempt_by_protocol",
         "DROP TABLE login_attempt_by_protocol",
     ),
+    (
+        # The CERBERE password each mailbox last had accepted by SMTP AUTH: its file
+        # identity and scrypt fingerprint, and when a new one was first accepted (NULL
+        # while only the first password ever seen is known: its change date is not).
+        """CREATE TABLE cerbere_accepted (
+            address TEXT PRIMARY KEY,
+            credential TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            first_accepted_at REAL NOT NULL,
+            changed_at REAL
+        )""",
+        # The directory's word on each account, as of its last successful read: kept, so
+        # that a directory down at start does not leave expiries unknown.
+        """CREATE TABLE directory_password (
+            address TEXT PRIMARY KEY,
+            changed_at REAL,
+            expires_at REAL,
+            read_at REAL NOT NULL
+        )""",
+    ),
+    (
+        # The warning mails' outbox: one row per (mailbox, expiry date, threshold, audience),
+        # written before any SMTP transaction starts, so a crash can at worst re-send a mail
+        # whose 250 arrived just before it, under the same Message-ID. Dates are ISO text in
+        # the establishment's calendar; times are Unix seconds.
+        """CREATE TABLE outbox (
+            address TEXT NOT NULL,
+            expiry_date TEXT NOT NULL,
+            threshold INTEGER NOT NULL,
+            audience TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            establishment TEXT NOT NULL DEFAULT '',
+            contact TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_attempt_at REAL,
+            reason TEXT NOT NULL DEFAULT '',
+            last_error TEXT NOT NULL DEFAULT '',
+            sent_at REAL,
+            PRIMARY KEY (address, expiry_date, threshold, audience)
+        )""",
+        "CREATE INDEX outbox_due ON outbox (state, next_attempt_at)",
+    ),
 )

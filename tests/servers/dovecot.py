@@ -66,8 +66,9 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from tests.servers.lifecycle import StartStop
 
 DOVECOT = "dovecot"
 DOVEADM = "doveadm"
@@ -121,7 +122,7 @@ class MailUser:
     disabled: bool = False
 
 
-class DovecotServer:
+class DovecotServer(StartStop):
     """A private Dovecot instance whose files all live under `workdir`."""
 
     host: str = "127.0.0.1"
@@ -259,20 +260,6 @@ class DovecotServer:
         if self._temp_base_dir is not None:
             shutil.rmtree(self._temp_base_dir, ignore_errors=True)
             self._temp_base_dir = None
-
-    def __enter__(self) -> Self:
-        """Start the server."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
 
     # Mailboxes ---------------------------------------------------------------------
 

@@ -15,21 +15,19 @@ check, per user: tests count attempts the way a lock-out policy would.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
 import ssl
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from tests.servers.dovecot import write_certificate
+from tests.servers.threaded import ThreadedSmtp
 
 HOSTNAME = "smtp.test"
 START_TIMEOUT_SECONDS = 10.0
@@ -95,7 +93,7 @@ class _RecordingSMTP(SMTP):
         return noted
 
 
-class SmtpServer:
+class SmtpServer(ThreadedSmtp):
     """An aiosmtpd submission listener on 127.0.0.1, in a thread; start() or `with`."""
 
     def __init__(
@@ -108,15 +106,11 @@ class SmtpServer:
     ) -> None:
         if tls not in ("implicit", "starttls", "none"):
             raise ValueError(f"tls must be implicit, starttls or none, not {tls!r}")
+        super().__init__(tls)
         self.certs = certs
-        self.tls = tls
         self.users = {user.login: user for user in users}
         self.mechanisms = tuple(mechanisms)
-        self.port = 0
         self._record = _Record()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -140,78 +134,26 @@ class SmtpServer:
         with self._record.lock:
             return self._record.attempts[login]
 
-    def start(self) -> None:
-        """Listen on a free port and serve in a thread until stop()."""
-        # aiosmtpd logs a client's failed handshake with a traceback: the tests that make
-        # one judge the client's result, and the traceback would bury the test output.
-        logging.getLogger("mail.log").setLevel(logging.CRITICAL)
+    def prepare(self) -> None:
+        """The server's certificate, made once."""
         write_certificate(self.certs)
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(START_TIMEOUT_SECONDS) or self._error is not None:
-            raise RuntimeError(f"SMTP test server did not start: {self._error!r}")
 
-    def stop(self) -> None:
-        """Stop serving and close every connection."""
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(START_TIMEOUT_SECONDS)
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _serve(self, ready: threading.Event) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            implicit = self._server_context() if self.tls == "implicit" else None
-            server = loop.run_until_complete(
-                loop.create_server(self._session, "127.0.0.1", 0, ssl=implicit)
-            )
-        except BaseException as exc:
-            self._error = exc
-            ready.set()
-            return
-        self.port = server.sockets[0].getsockname()[1]
-        ready.set()
-        loop.run_forever()
-        server.close()
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(server.wait_closed())
-        loop.close()
-
-    def _session(self) -> SMTP:
+    def session(self) -> SMTP:
         starttls = self.tls == "starttls"
         return _RecordingSMTP(
             self._record,
             handler=object(),
             hostname=HOSTNAME,
-            tls_context=self._server_context() if starttls else None,
+            tls_context=self.server_context() if starttls else None,
             require_starttls=starttls,
             auth_require_tls=starttls,
             auth_exclude_mechanism=[m for m in ("PLAIN", "LOGIN") if m not in self.mechanisms],
             authenticator=self._authenticate,
             enable_SMTPUTF8=True,  # replies may carry a UTF-8 password back (ECHO)
-            loop=self._loop,
+            loop=self.loop,
         )
 
-    def _server_context(self) -> ssl.SSLContext:
+    def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.certs / "cert.pem", self.certs / "key.pem")
         return context

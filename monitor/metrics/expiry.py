@@ -1,0 +1,130 @@
+"""The CERBERE expiry metrics: each mailbox's expiry, the warning mails, the directory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from monitor.config.model import Config
+from monitor.expiry.directory_job import DirectoryHealth
+from monitor.expiry.model import Expiry
+from monitor.notify.outbox import OutboxCounts
+
+Family = GaugeMetricFamily | CounterMetricFamily
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryView:
+    """What the expiry jobs know, as of the notifier's last tick."""
+
+    config: Config
+    expiries: dict[str, Expiry]
+    outbox: OutboxCounts | None  # None until the first tick
+    directory: DirectoryHealth
+
+
+class ExpiryCollector(Collector):
+    """Exports the expiry families from one snapshot per scrape."""
+
+    def __init__(
+        self, view: Callable[[], ExpiryView], clock: Callable[[], float] = time.time
+    ) -> None:
+        self._view = view
+        self._clock = clock
+
+    def collect(self) -> Iterator[Family]:
+        """Every expiry family."""
+        view = self._view()
+        yield from _mailbox_families(view, self._clock())
+        yield from _outbox_families(view)
+        yield from _directory_families(view.directory)
+
+
+def _mailbox_families(view: ExpiryView, now: float) -> Iterator[Family]:
+    labels = ["mailbox", "kind", "server"]
+    expiry = GaugeMetricFamily(
+        "bma_password_expiry_timestamp_seconds",
+        "When the mailbox's CERBERE password expires; source: inventory, observed, ldap or "
+        "smtp (SMTP AUTH said it expired).",
+        labels=[*labels, "source"],
+    )
+    expired = GaugeMetricFamily(
+        "bma_password_expired",
+        "1 once the CERBERE password has expired (its date passed, or SMTP AUTH said so).",
+        labels=labels,
+    )
+    for mailbox in view.config.mailboxes:
+        found = view.expiries.get(mailbox.address)
+        if found is None:
+            continue
+        values = [mailbox.local_part, str(mailbox.kind), mailbox.server]
+        at = found.expires_at.timestamp()
+        expiry.add_metric([*values, str(found.source)], at)
+        expired.add_metric(values, 1.0 if found.expired_now or at <= now else 0.0)
+    yield from (expiry, expired)
+
+
+def _outbox_families(view: ExpiryView) -> Iterator[Family]:
+    counts = view.outbox
+    thresholds = view.config.expiry.thresholds
+    sent = CounterMetricFamily(
+        "bma_notifications_sent",
+        "Warning mails the relay accepted, by threshold (days before expiry).",
+        labels=["threshold"],
+    )
+    failed = CounterMetricFamily(
+        "bma_notifications_failed",
+        "Warning mails refused for good, by threshold and reason.",
+        labels=["threshold", "reason"],
+    )
+    for threshold in thresholds:
+        sent.add_metric([str(threshold)], float(counts.sent.get(threshold, 0) if counts else 0))
+    if counts is not None:
+        for (threshold, reason), count in sorted(counts.failed.items()):
+            failed.add_metric([str(threshold), reason], float(count))
+    yield from (sent, failed)
+    yield GaugeMetricFamily(
+        "bma_outbox_pending",
+        "Warning mails queued and not yet accepted by the relay.",
+        value=float(counts.pending if counts else 0),
+    )
+    oldest = counts.oldest_pending_created_at if counts else None
+    if oldest is not None:
+        yield GaugeMetricFamily(
+            "bma_outbox_oldest_pending_timestamp_seconds",
+            "When the oldest warning mail still pending was queued (absent when none is).",
+            value=oldest,
+        )
+    if counts is not None and counts.last_sent_at is not None:
+        yield GaugeMetricFamily(
+            "bma_notifications_last_success_timestamp_seconds",
+            "When the relay last accepted a warning mail.",
+            value=counts.last_sent_at,
+        )
+
+
+def _directory_families(health: DirectoryHealth) -> Iterator[Family]:
+    if health.last_success_at is not None:
+        yield GaugeMetricFamily(
+            "bma_directory_last_success_timestamp_seconds",
+            "When the directory (LDAP) was last read in full.",
+            value=health.last_success_at,
+        )
+    failures = CounterMetricFamily(
+        "bma_directory_read_failures",
+        "Directory reads that failed, by reason (bind: the service bind was refused).",
+        labels=["reason"],
+    )
+    for reason, count in sorted(health.failures.items()):
+        failures.add_metric([reason], float(count))
+    yield failures
+    yield GaugeMetricFamily(
+        "bma_directory_bind_held",
+        "1 while the directory is not read: its bind password was refused, and only a new "
+        "credential file lifts that.",
+        value=1.0 if health.bind_refused else 0.0,
+    )
