@@ -24,6 +24,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from monitor.config.fullness_model import QuotaConfig
 from monitor.config.model import (
     Config,
     CredentialsConfig,
@@ -33,7 +34,6 @@ from monitor.config.model import (
     LoggingConfig,
     Mailbox,
     ProbingConfig,
-    QuotaConfig,
     ServerConfig,
     StateConfig,
     protocol_set,

@@ -13,8 +13,10 @@ from typing import Any
 
 from monitor import __version__
 from monitor.cli_expiry import add_commands as add_expiry_commands
+from monitor.cli_fullness import add_commands as add_fullness_commands
+from monitor.cli_fullness import fullness_of
 from monitor.config import Config, ConfigError, Mailbox, load_config
-from monitor.config.model import QuotaConfig
+from monitor.config.fullness_model import QuotaConfig
 from monitor.credentials import (
     PROBLEMS_SHOWN,
     CredentialMissing,
@@ -113,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--reset-state", **reset_state)  # type: ignore[arg-type]
     probe.set_defaults(handler=_probe)
     add_expiry_commands(commands)
+    add_fullness_commands(commands)
     return parser
 
 
@@ -213,9 +216,9 @@ async def _probe_all(
     *,
     force: bool,
     reset_state: bool,
-) -> list[tuple[Mailbox, Protocol, Outcomes, QuotaReading | None]]:
+) -> list[tuple[Mailbox, Protocol, Outcomes, QuotaReading | None, dict[str, Any]]]:
     """Each (mailbox, protocol) outcome, in mailbox then protocol order, with the best usage
-    known for the mailbox (from the state file too)."""
+    known for the mailbox (from the state file too) and its fullness."""
     store = await asyncio.to_thread(StateStore.open, config.state.path, reset=reset_state)
     try:
         credentials = CredentialStore(config.credentials, store.salt())
@@ -223,8 +226,9 @@ async def _probe_all(
         scheduler = Scheduler(config, runner, store)
         outcomes = await scheduler.sweep(mailboxes, protocols, force=force)
         statuses = scheduler.view().mailboxes
+        fullness = fullness_of(scheduler, store, mailboxes)
         return [
-            (m, p, outcomes[(m.address, p)], statuses[m.address].quota)
+            (m, p, outcomes[(m.address, p)], statuses[m.address].quota, fullness[m.address])
             for m in mailboxes
             for p in m.protocols
             if (m.address, p) in outcomes
@@ -239,6 +243,7 @@ def _row(
     protocol: Protocol,
     outcome: Outcomes,
     best_quota: QuotaReading | None,
+    fullness: dict[str, Any],
 ) -> dict[str, Any]:
     """One JSON row; every outcome fills the same keys, null where they do not apply."""
     held_until: float | None = None
@@ -280,6 +285,7 @@ def _row(
         **_quota_columns(reading, config.quota),
         "quota_error": (probed.quota_error or None) if probed else None,
         "duration_seconds": round(probed.total_seconds, 4) if probed else None,
+        **fullness,
     }
 
 
@@ -331,7 +337,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                 _bytes(row["quota_used_bytes"]),
                 _bytes(row["quota_limit_bytes"]),
                 f"{ratio:.0%}" if ratio is not None else "-",
-                row["quota_level"] or "-",
+                row["quota_state"] or row["quota_level"] or "-",
                 row["quota_source"] or "-",
                 f"{seconds:.2f}s" if seconds is not None else "-",
                 row["detail"] or row["quota_error"] or "",

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from monitor.canary.job import CanaryJob
 from monitor.config import Config, ConfigError, load_config
 from monitor.credentials import CredentialStore, credential_directory_problems
 from monitor.expiry.jobs import ExpiryJobs, checked_templates
@@ -20,6 +21,7 @@ from monitor.health import health_report
 from monitor.logs import configure_logging
 from monitor.metrics.collector import BmaCollector, ReloadStatus
 from monitor.metrics.expiry import ExpiryCollector, ExpiryView
+from monitor.metrics.fullness import FullnessCollector, FullnessView
 from monitor.metrics.http import HttpEndpoint
 from monitor.metrics.page import MetricsPage
 from monitor.scheduling.runner import ProbeRunner
@@ -43,11 +45,18 @@ class Daemon:
         self._fixed = {"state.path": str(store.path), "http.listen": config.http.listen}
         # Read once: it never changes, and a reload must not need a writable state file.
         self._salt = store.salt()
-        credentials = CredentialStore(config.credentials, self._salt)
+        credentials = self._credentials = CredentialStore(config.credentials, self._salt)
         self.runner = ProbeRunner(config, store, credentials)
         self.scheduler = Scheduler(config, self.runner, store)
         self.expiry = ExpiryJobs(
             config, store, credentials, self.runner, lambda: self.scheduler.statuses
+        )
+        self.canary = CanaryJob(
+            lambda: self.config,
+            store,
+            lambda: self._credentials,
+            self.runner,
+            lambda: self.scheduler.statuses,
         )
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -55,6 +64,7 @@ class Daemon:
         GCCollector(registry=self.registry)
         self.registry.register(BmaCollector(self.scheduler.view, lambda: self.reload_status))
         self.registry.register(ExpiryCollector(self.expiry_view))
+        self.registry.register(FullnessCollector(self.fullness_view))
         self.metrics = MetricsPage(self.registry, self.scheduler.view)
         self.http = HttpEndpoint(config.http.host, config.http.port, self.metrics, self.health)
 
@@ -66,6 +76,16 @@ class Daemon:
             dict(jobs.notifier.expiries),
             jobs.notifier.counts,
             jobs.directory.health(),
+        )
+
+    def fullness_view(self) -> FullnessView:
+        """What the fullness metrics show: states, forecasts, evidence, canaries."""
+        return FullnessView(
+            self.config,
+            self.scheduler.fullness.states(),
+            self.scheduler.forecasts,
+            dict(self.canary.evidence),
+            dict(self.canary.results),
         )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -102,6 +122,7 @@ class Daemon:
         self.runner.reconfigure(config, credentials)
         self.scheduler.reconfigure(config)
         self.expiry.reconfigure(config, credentials, templates)
+        self._credentials = credentials
         self.config = config
         self.reload_status = ReloadStatus(True, time.time())
         log.info("reloaded", config=str(path), mailboxes=len(config.mailboxes))
@@ -146,20 +167,22 @@ class Daemon:
             log.warning("credentials_directory", problem=problem)
         scheduler = loop.create_task(self.scheduler.run())
         expiry = loop.create_task(self.expiry.run())
+        canary = loop.create_task(self.canary.run())
         warming = loop.create_task(self.warm_metrics())
         stopping = loop.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait(
-                {scheduler, expiry, stopping}, return_when=asyncio.FIRST_COMPLETED
+                {scheduler, expiry, canary, stopping}, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in done & {scheduler, expiry}:
+            for task in done & {scheduler, expiry, canary}:
                 task.result()  # a crashed job must end the process, loudly
         finally:
             stopping.cancel()
             warming.cancel()
             scheduler.cancel()
             expiry.cancel()
-            await asyncio.gather(scheduler, expiry, return_exceptions=True)
+            canary.cancel()
+            await asyncio.gather(scheduler, expiry, canary, return_exceptions=True)
             self.http.stop()
             self.store.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-from monitor.config.model import QuotaConfig
+from monitor.config.fullness_model import QuotaConfig
+from monitor.fullness.states import QuotaLevel, bounds_for, effective_limit, next_state
 from monitor.probes.result import QuotaReading
 
-
-class QuotaLevel(StrEnum):
-    """How close a mailbox is to refusing mail."""
-
-    OK = "ok"
-    WARNING = "warning"
-    CRITICAL = "critical"
-    FULL = "full"  # new mail bounces (Exchange: 554 5.2.2 QuotaExceeded)
-
-
-def effective_limit(reading: QuotaReading, config: QuotaConfig) -> int:
-    """The server's limit, or the configured one (2 GiB) where the server sets none."""
-    return reading.limit_bytes if reading.limit_bytes else int(config.default_limit)
+__all__ = ["QuotaLevel", "better_reading", "effective_limit", "quota_level", "usage_ratio"]
 
 
 def usage_ratio(reading: QuotaReading, config: QuotaConfig) -> float:
@@ -28,15 +15,8 @@ def usage_ratio(reading: QuotaReading, config: QuotaConfig) -> float:
 
 
 def quota_level(reading: QuotaReading, config: QuotaConfig) -> QuotaLevel:
-    """Classify a reading against the configured thresholds."""
-    ratio = usage_ratio(reading, config)
-    if ratio >= 1.0:
-        return QuotaLevel.FULL
-    if ratio >= config.critical_ratio:
-        return QuotaLevel.CRITICAL
-    if ratio >= config.warning_ratio:
-        return QuotaLevel.WARNING
-    return QuotaLevel.OK
+    """Classify one reading on its own (no hysteresis) against the fleet's tiers or ratios."""
+    return next_state(None, reading.used_bytes, bounds_for(reading, None, config), 0)
 
 
 def better_reading(current: QuotaReading | None, new: QuotaReading | None) -> QuotaReading | None:

@@ -19,6 +19,8 @@ def _fleet_server(
     with DovecotServer(factory.mktemp(name), fleet.users(), **options) as server:
         fleet.fill(server)
         yield server
+        # The canary removes itself: none may be left in any mailbox after the suite.
+        assert server.canaries() == []
 
 
 @pytest.fixture(scope="session")

@@ -298,6 +298,9 @@ OUT_OF_RANGE = [
     ("quota.default_limit", "2PiB", "must be a size between 1MiB and 1TiB, e.g. 2GiB (got '2PiB')"),
     ("quota.warning_ratio", "0", "must be a number between 0.01 and 1 (got 0)"),
     ("quota.critical_ratio", "1.5", "must be a number between 0.01 and 1 (got 1.5)"),
+    ("quota.hysteresis", "0.6", "must be a number between 0 and 0.5 (got 0.6)"),
+    ("quota.forecast_window", "1h", "must be a duration between 1d and 90d (got '1h')"),
+    ("quota.history", "400d", "must be a duration between 1d and 365d (got '400d')"),
 ]
 
 
@@ -316,7 +319,8 @@ def test_numbers_out_of_range_are_refused(
 
 def test_every_numeric_setting_has_a_range_test() -> None:
     """No numeric setting is left out of OUT_OF_RANGE."""
-    from monitor.config.model import EndpointConfig, OutageConfig, ProbingConfig, QuotaConfig
+    from monitor.config.fullness_model import QuotaConfig
+    from monitor.config.model import EndpointConfig, OutageConfig, ProbingConfig
 
     numeric = {
         f"{prefix}.{name}"

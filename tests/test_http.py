@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from monitor.config.fullness_model import QuotaConfig
 from monitor.config.model import (
     Config,
     CredentialsConfig,
@@ -27,7 +28,6 @@ from monitor.config.model import (
     LoggingConfig,
     Mailbox,
     ProbingConfig,
-    QuotaConfig,
     ServerConfig,
     StateConfig,
 )

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from monitor.config.model import Kind, Mailbox, OutageConfig, ProbingConfig, QuotaConfig
+from monitor.config.fullness_model import QuotaConfig
+from monitor.config.model import Kind, Mailbox, OutageConfig, ProbingConfig
 from monitor.probes import pop3
 from monitor.probes.imap import PROBER as IMAP
 from monitor.probes.imap import Phase

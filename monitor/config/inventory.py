@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from monitor.config.errors import ECHO_LIMIT, Problem, format_path, shown
+from monitor.config.fullness_model import QuotaTiers
 from monitor.config.model import (
     FrozenModel,
     Kind,
@@ -54,6 +55,7 @@ class MailboxEntry(FrozenModel):
     # The CERBERE password's last change, or its expiry: dates, e.g. 2026-06-09.
     password_changed: dt.date | None = None
     password_expires: dt.date | None = None
+    quota_tiers: QuotaTiers | None = None  # Exchange's tiers for this mailbox, as sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ def resolve(entry: SourcedEntry, fleet: Fleet) -> Mailbox | Problem:
         protocols=protocols,
         password_changed=e.password_changed,
         password_expires=e.password_expires,
+        tiers=e.quota_tiers,
     )
 
 

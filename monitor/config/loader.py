@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from monitor.config.errors import ConfigError, Problem, format_path, shown, shown_path
 from monitor.config.expiry_model import ExpiryConfig, NotifyConfig
+from monitor.config.fullness_model import CanaryConfig, QuotaConfig
 from monitor.config.inventory import (
     Fleet,
     SourcedEntry,
@@ -33,7 +34,6 @@ from monitor.config.model import (
     LoggingConfig,
     Mailbox,
     ProbingConfig,
-    QuotaConfig,
     ServerConfig,
     StateConfig,
 )
@@ -59,6 +59,7 @@ class _Document(FrozenModel):
     logging: LoggingConfig = LoggingConfig()
     expiry: ExpiryConfig = ExpiryConfig()
     notify: NotifyConfig = NotifyConfig()
+    canary: CanaryConfig = CanaryConfig()
     inventory: list[ConfigPath] = Field(default_factory=list)
     # Checked entry by entry later, so that errors name the exact entry and line.
     mailboxes: list[Any] = Field(default_factory=list)
@@ -180,6 +181,7 @@ def _load(path: Path, files: list[Path]) -> Config:
         mailboxes=tuple(m for m, _ in resolved),
         expiry=later[0] if not isinstance(later, list) else doc.expiry,
         notify=later[1] if not isinstance(later, list) else doc.notify,
+        canary=doc.canary,
     )
 
 

@@ -15,7 +15,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ByteSize,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -28,15 +27,12 @@ from monitor.config.values import (
     DAY,
     GIB,
     HOUR,
-    MIB,
     MINUTE,
     MS,
     SECOND,
-    TIB,
     duration,
     format_duration,
     number,
-    size,
     usable_path,
     whole,
 )
@@ -44,6 +40,7 @@ from monitor.probes.result import Protocol
 
 if TYPE_CHECKING:
     from monitor.config.expiry_model import ExpiryConfig, NotifyConfig
+    from monitor.config.fullness_model import CanaryConfig, QuotaConfig, QuotaTiers
 
 DEFAULT_DOMAIN = "adm.cfwb.be"
 TWO_GIB = 2 * GIB
@@ -280,20 +277,6 @@ class ProbingConfig(FrozenModel):
         return None
 
 
-class QuotaConfig(FrozenModel):
-    """The limit assumed where the server gives none, and the alerting thresholds."""
-
-    default_limit: Annotated[ByteSize, size(MIB, TIB)] = ByteSize(TWO_GIB)
-    warning_ratio: Annotated[float, number(0.01, 1)] = 0.85
-    critical_ratio: Annotated[float, number(0.01, 1)] = 0.95
-
-    @model_validator(mode="after")
-    def _ratios_order(self) -> QuotaConfig:
-        if self.critical_ratio < self.warning_ratio:
-            raise ValueError("critical_ratio must not be below warning_ratio")
-        return self
-
-
 class CredentialsConfig(FrozenModel):
     """Where secrets come from; never the configuration itself."""
 
@@ -357,6 +340,7 @@ class Mailbox:
     # The CERBERE password's last change, or its expiry, as the inventory gives them.
     password_changed: dt.date | None = None
     password_expires: dt.date | None = None
+    tiers: QuotaTiers | None = None  # the mailbox's own Exchange quota tiers
 
     @property
     def local_part(self) -> str:
@@ -381,11 +365,13 @@ class Config:
     mailboxes: tuple[Mailbox, ...]
     expiry: ExpiryConfig = field(default_factory=lambda: _later_defaults()[0])
     notify: NotifyConfig = field(default_factory=lambda: _later_defaults()[1])
+    canary: CanaryConfig = field(default_factory=lambda: _later_defaults()[2])
 
 
-def _later_defaults() -> tuple[ExpiryConfig, NotifyConfig]:
-    """Defaults of the expiry sections, for a Config built in code (tests, the benchmark);
-    imported here, as their module builds on this one."""
+def _later_defaults() -> tuple[ExpiryConfig, NotifyConfig, CanaryConfig]:
+    """Defaults of the later sections, for a Config built in code (tests, the benchmark);
+    imported here, as their modules build on this one."""
     from monitor.config.expiry_model import ExpiryConfig, NotifyConfig
+    from monitor.config.fullness_model import CanaryConfig
 
-    return ExpiryConfig(), NotifyConfig()
+    return ExpiryConfig(), NotifyConfig(), CanaryConfig()

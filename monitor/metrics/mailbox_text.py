@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from monitor.config.model import QuotaConfig
+from monitor.config.fullness_model import QuotaConfig
 from monitor.quota import effective_limit
 from monitor.scheduling.scheduler import MailboxStatus
 

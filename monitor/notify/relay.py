@@ -8,6 +8,7 @@ read-only gate of monitor/probes. One message, one recipient per SMTP transactio
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,8 @@ from monitor.notify.message import bare_address
 from monitor.probes.tls import client_context
 
 _DETAIL_CHARS = 300
+# RFC 3463: class.subject.detail at the start of the reply text, e.g. "5.2.2 <u> Quota...".
+_ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 Step = Callable[[str], Awaitable[None]]
 
 
@@ -51,12 +54,27 @@ class SendReason(StrEnum):
         return self not in (SendReason.SENT, SendReason.REFUSED, SendReason.DEFERRED)
 
 
+class RefusalPhase(StrEnum):
+    """The SMTP command a refusal answered."""
+
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
-    """The relay's answer to one mail; `detail` never holds a secret."""
+    """The relay's answer to one mail; `detail` never holds a secret.
+
+    `code`, `enhanced_status` ("5.2.2", when the reply carries one) and `phase` describe a
+    refusal of MAIL FROM, RCPT or DATA; they are None otherwise.
+    """
 
     reason: SendReason
     detail: str = ""
+    code: int | None = None
+    enhanced_status: str | None = None
+    phase: RefusalPhase | None = None
 
     @property
     def sent(self) -> bool:
@@ -138,15 +156,16 @@ def _classify(
     """The one boundary where the relay's errors become outcomes."""
     reason = SendReason.CONNECTION
     code: int | None = None
+    phase: RefusalPhase | None = None
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         code = exc.recipients[0].code
         reason = SendReason.REFUSED if code >= 500 else SendReason.DEFERRED
-        text = exc.recipients[0].message
+        text, phase = exc.recipients[0].message, RefusalPhase.RCPT
     elif isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        code, text = exc.code, exc.message
+        code, text, phase = exc.code, exc.message, RefusalPhase.MAIL
         reason = SendReason.SENDER_REFUSED if code >= 500 else SendReason.DEFERRED
     elif isinstance(exc, aiosmtplib.SMTPDataError):
-        code, text = exc.code, exc.message
+        code, text, phase = exc.code, exc.message, RefusalPhase.DATA
         reason = SendReason.REFUSED if code >= 500 else SendReason.DEFERRED
     elif isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         code, text, reason = exc.code, exc.message, SendReason.AUTH
@@ -164,4 +183,11 @@ def _classify(
     detail = f"{code} {text}" if code is not None else text
     if password is not None and password.reveal():
         detail = detail.replace(password.reveal(), "********")
-    return SendOutcome(reason, " ".join(detail.split())[:_DETAIL_CHARS])
+    enhanced = _ENHANCED_STATUS.match(text.lstrip()) if phase is not None else None
+    return SendOutcome(
+        reason,
+        " ".join(detail.split())[:_DETAIL_CHARS],
+        code=code if phase is not None else None,
+        enhanced_status=".".join(enhanced.groups()) if enhanced else None,
+        phase=phase,
+    )

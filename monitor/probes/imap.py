@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
 
 from aioimaplib import aioimaplib
@@ -23,6 +23,7 @@ from monitor.probes.imap_replies import (
 )
 from monitor.probes.imap_session import GreetingRefused, ImapSession, ProtocolFault
 from monitor.probes.imap_usage import read_usage
+from monitor.probes.readonly import PROBE_GATE, ImapGate
 from monitor.probes.redact import printable
 from monitor.probes.result import (
     CONNECT,
@@ -83,6 +84,42 @@ async def check_imap_server(
     return await run.check(deadline)
 
 
+class LoginRefused(Exception):
+    """The server refused the mailbox's LOGIN; `detail` is scrubbed of the secret."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@asynccontextmanager
+async def logged_in(
+    endpoint: EndpointConfig,
+    address: str,
+    secret: Secret,
+    *,
+    context: ssl.SSLContext | None,
+    deadline: float,
+    gate: ImapGate,
+    clock: Clock = time.time,
+) -> AsyncIterator[ImapSession]:
+    """A session through the probe's own connect, TLS, greeting and LOGIN steps, for work
+    other than probing (the canary's); raises LoginRefused or what classify_exception reads.
+    """
+    run = _Run(address, endpoint, secret, context, DEFAULT_OPTIONS, clock, gate=gate)
+    run._deadline_at = asyncio.get_running_loop().time() + deadline
+    try:
+        async with asyncio.timeout_at(run._deadline_at) as run._deadline:
+            refusal = await run._log_in()
+        if refusal is not None:
+            raise LoginRefused(*refusal)
+        yield run.session
+        await run._logout()
+    finally:
+        run.session.close()
+
+
 class _Run(ProbeRun):
     """State of one probe run, so each step can be written as a plain method."""
 
@@ -95,6 +132,7 @@ class _Run(ProbeRun):
         usage: ProbeOptions,
         clock: Clock,
         before_secret: BeforeSecret | None = None,
+        gate: ImapGate = PROBE_GATE,
     ) -> None:
         super().__init__(Protocol.IMAP, address, secret_forms(secret.reveal()), clock)
         self.before_secret = before_secret
@@ -102,7 +140,9 @@ class _Run(ProbeRun):
         self.secret = secret
         self.context = context
         self.usage = usage
-        self.session = ImapSession(server.host, server.port, server.tls_server_name or server.host)
+        self.session = ImapSession(
+            server.host, server.port, server.tls_server_name or server.host, gate
+        )
         self._deadline: asyncio.Timeout | None = None
         self._deadline_at = 0.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -16,6 +17,9 @@ _EXISTS = re.compile(rb"^(\d+) EXISTS$", re.I)
 # aioimaplib strips "* LIST " from the untagged lines it hands over; accept both forms.
 _LIST = re.compile(rb'^(?:LIST )?\((?P<flags>[^)]*)\) (?:"(?:[^"\\]|\\.)"|NIL) (?P<name>.*)$', re.I)
 _LITERAL = re.compile(rb"^\{(\d+)\}$")
+_SEARCH_RESULT = re.compile(rb"\d+(?: \d+)*")
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.I)
+_FETCH_UID_LITERAL = re.compile(rb"^\d+ FETCH \(.*?\bUID (\d+)\b.*\{\d+\}$", re.I)
 
 # RFC 5530 response codes that mean the same credential will fail again.
 _CODE_REASONS = {
@@ -123,6 +127,38 @@ def parse_exists(lines: Iterable[bytes | bytearray]) -> int:
         if match:
             return int(match.group(1))
     raise ReplyError("EXAMINE reply has no EXISTS count")
+
+
+def parse_search_uids(lines: Sequence[bytes | bytearray]) -> list[int]:
+    """The UIDs of a UID SEARCH reply as aioimaplib gives it: payloads, then the tagged text."""
+    # Other untagged lines (`3 EXISTS`) may be mixed in; only all-digit lines are results.
+    return [
+        int(uid)
+        for raw in lines[:-1]
+        if _SEARCH_RESULT.fullmatch(bytes(raw))
+        for uid in bytes(raw).split()
+    ]
+
+
+def parse_uidvalidity(lines: Iterable[bytes | bytearray]) -> int:
+    """The UIDVALIDITY of an EXAMINE or SELECT reply."""
+    for raw in lines:
+        match = _UIDVALIDITY.search(bytes(raw))
+        if match:
+            return int(match.group(1))
+    raise ReplyError("reply has no UIDVALIDITY")
+
+
+def parse_fetched_bodies(lines: Sequence[bytes | bytearray]) -> dict[int, bytes]:
+    """UID to message text of a `UID FETCH (UID BODY.PEEK[]...)` reply; literals are
+    bytearrays right after the line announcing them."""
+    bodies: dict[int, bytes] = {}
+    for line, following in itertools.pairwise(lines):
+        if isinstance(line, bytes) and isinstance(following, bytearray):
+            match = _FETCH_UID_LITERAL.match(line)
+            if match:
+                bodies[int(match.group(1))] = bytes(following)
+    return bodies
 
 
 def parse_fetch_sizes(lines: Iterable[bytes | bytearray]) -> list[int]:

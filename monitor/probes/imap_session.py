@@ -24,7 +24,7 @@ from monitor.probes.imap_replies import (
     parse_capability_reply,
     quote,
 )
-from monitor.probes.readonly import check_imap_command
+from monitor.probes.readonly import PROBE_GATE, ImapGate
 from monitor.probes.redact import printable
 
 Response = Any  # aioimaplib.Response: a (result, lines) named tuple
@@ -69,8 +69,9 @@ class _ReadOnlyProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     incomplete_line: bytes
     current_command: Any
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, gate: ImapGate) -> None:
         super().__init__(loop)
+        self.gate = gate
         self.greeting: asyncio.Future[bytes] = loop.create_future()
         self.closed = False
         self.fault = ""
@@ -78,12 +79,14 @@ class _ReadOnlyProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self._reply_bytes = 0
 
     async def execute(self, command: Any, scrub: str | None = None) -> Response:
-        check_imap_command(command.name, tuple(command.args), command.prefix)
+        args = tuple(command.args)
+        self.gate.check(command.name, args, command.prefix)
         if self.closed:
             raise self.lost_error("connection closed by server")
         response = await super().execute(command, scrub=scrub)
         if response.result == _LOST:
             raise self.lost_error("connection closed by server")
+        self.gate.observe(command.name, args, command.prefix, response.result, response.lines)
         return response
 
     def data_received(self, d: bytes) -> None:
@@ -239,12 +242,14 @@ def _announced_literal(line: bytes) -> int | None:
 
 
 class ImapSession:
-    """An IMAP client connection limited to what probes may do."""
+    """An IMAP client connection limited to what its gate allows: by default, a probe's."""
 
-    def __init__(self, host: str, port: int, server_name: str) -> None:
+    def __init__(self, host: str, port: int, server_name: str, gate: ImapGate = PROBE_GATE) -> None:
+        gate.claim()
         self._host = host
         self._port = port
         self._server_name = server_name
+        self._gate = gate
         self._protocol: _ReadOnlyProtocol | None = None
         self.capabilities: set[str] = set()
 
@@ -259,7 +264,7 @@ class ImapSession:
         """Open the TCP connection."""
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(
-            lambda: _ReadOnlyProtocol(loop), self._host, self._port
+            lambda: _ReadOnlyProtocol(loop, self._gate), self._host, self._port
         )
         self._protocol = protocol
 
@@ -344,6 +349,29 @@ class ImapSession:
         protocol = self.protocol
         command = _FetchCommand(
             protocol.new_tag(), f"{first}:{last}", "(RFC822.SIZE)", loop=protocol.loop
+        )
+        return await protocol.execute(command)
+
+    async def select(self, folder: str) -> Response:
+        """Open a folder read-write; only a gate with a write exception lets it through."""
+        response = await self.command("SELECT", quote(folder))
+        # Any answer closes the folder that was open (RFC 3501 6.3.1); a refusal leaves none.
+        self.protocol.state = aioimaplib.SELECTED if response.result == "OK" else aioimaplib.AUTH
+        return response
+
+    async def uid(self, name: str, *args: str) -> Response:
+        """A UID command (SEARCH, STORE, EXPUNGE) other than FETCH."""
+        protocol = self.protocol
+        command = aioimaplib.Command(
+            name, protocol.new_tag(), *args, prefix="UID", loop=protocol.loop
+        )
+        return await protocol.execute(command)
+
+    async def uid_fetch(self, uid_set: str, items: str) -> Response:
+        """UID FETCH, literals included in the reply's lines as bytearrays."""
+        protocol = self.protocol
+        command = _FetchCommand(
+            protocol.new_tag(), uid_set, items, prefix="UID", loop=protocol.loop
         )
         return await protocol.execute(command)
 

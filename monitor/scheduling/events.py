@@ -6,7 +6,8 @@ from typing import Any
 
 import structlog
 
-from monitor.config.model import Mailbox, QuotaConfig
+from monitor.config.fullness_model import QuotaConfig
+from monitor.config.model import Mailbox
 from monitor.probes.result import ProbeResult, QuotaReading
 from monitor.quota import effective_limit
 

@@ -8,7 +8,10 @@ from collections.abc import Callable
 import structlog
 
 from monitor.config.model import Config, Mailbox
-from monitor.probes.result import ProbeResult, Protocol, Reason, TlsFacts
+from monitor.fullness.forecasts import Forecasts
+from monitor.fullness.states import QuotaLevel, bounds_for
+from monitor.fullness.tracker import FullnessTracker
+from monitor.probes.result import ProbeResult, Protocol, QuotaReading, Reason, TlsFacts
 from monitor.scheduling.endpoints import Endpoints
 from monitor.scheduling.events import log_probe_result
 from monitor.scheduling.runner import Held, LockedOut, NoCredential, Outcomes
@@ -28,8 +31,10 @@ class Recorder:
         lockouts: Callable[[], Lockouts],
         config: Callable[[], Config],
         clock: Callable[[], float],
+        fullness: FullnessTracker,
     ) -> None:
         self._book = book
+        self._fullness = fullness
         self._endpoints = endpoints
         self._lockouts = lockouts
         self._config = config
@@ -39,6 +44,7 @@ class Recorder:
         self.quota_failures: Counter[Protocol] = Counter()
         self.skipped: Counter[tuple[Protocol, SkipCause]] = Counter()
         self.tls: dict[EndpointKey, TlsFacts] = {}
+        self.forecasts = Forecasts()
 
     def record(
         self, mailbox: Mailbox, protocol: Protocol, outcome: Outcomes, estimated: bool
@@ -69,6 +75,8 @@ class Recorder:
         key = (mailbox.server, protocol)
         if result.tls is not None:
             self.tls[key] = result.tls
+        if result.quota is not None:
+            self._quota_state(mailbox, result.quota)
         detector = self._endpoints.detectors.get(key)
         if detector is not None and detector.record(now, result):
             log.error(
@@ -78,6 +86,25 @@ class Recorder:
                 error=detector.last_error,
             )
         log_probe_result(mailbox, result, self._config().quota)
+
+    def _quota_state(self, mailbox: Mailbox, reading: QuotaReading) -> None:
+        """Follow the mailbox's quota state and forecast; a change of state is a log event."""
+        config = self._config().quota
+        change = self._fullness.observe(mailbox, reading, config)
+        limit = bounds_for(reading, mailbox.tiers, config).full
+        self.forecasts.update(
+            self._fullness, mailbox.address, limit, self._clock(), config, force=change is not None
+        )
+        if change is None or (change.previous is None and change.current is QuotaLevel.OK):
+            return  # the first reading of a mailbox with room is no news
+        log.warning(
+            "quota_state",
+            mailbox=mailbox.local_part,
+            server=mailbox.server,
+            previous=str(change.previous) if change.previous is not None else None,
+            state=str(change.current),
+            used_bytes=reading.used_bytes,
+        )
 
     def trial_done(self, mailbox: Mailbox, protocol: Protocol, outcome: Outcomes | None) -> None:
         """Report a down endpoint's trial probe: its outcome decides whether it is back up."""

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 import structlog
 
 from monitor.config.model import Config, EndpointConfig, Mailbox
+from monitor.fullness.store import load_history, load_states, save_fullness
+from monitor.fullness.tracker import FullnessTracker
 from monitor.probes.contract import ProbeOptions
 from monitor.probes.result import Protocol
 from monitor.scheduling.cycle import Cycle, ProbeRequest, estimate_due
@@ -36,7 +38,7 @@ from monitor.scheduling.view import (
     SkipCause,
     StateHealth,
 )
-from monitor.state.store import StateStore
+from monitor.state.store import StateError, StateStore
 
 __all__ = ["MailboxStatus", "Scheduler", "SchedulerView", "SkipCause"]
 
@@ -71,8 +73,15 @@ class Scheduler:
         self._rate = RateLimiter(config.probing.rate_limit)
         self._endpoints = Endpoints()
         self._book = StatusBook(store)
+        self.fullness = FullnessTracker()
+        self.fullness.restore(load_states(store), load_history(store))
         self._recorder = Recorder(
-            self._book, self._endpoints, lambda: runner.lockouts, lambda: self._config, clock
+            self._book,
+            self._endpoints,
+            lambda: runner.lockouts,
+            lambda: self._config,
+            clock,
+            self.fullness,
         )
         self._dispatcher = Dispatcher(
             config,
@@ -93,6 +102,11 @@ class Scheduler:
         self._reread_credentials = asyncio.Event()
         self._apply(config)
         self._book.restore(config, runner.lockouts)
+
+    @property
+    def forecasts(self) -> dict[str, float]:
+        """When each growing mailbox will be full (Unix time), where a forecast exists."""
+        return self._recorder.forecasts.all()
 
     @property
     def runner(self) -> ProbeRunner:
@@ -190,9 +204,21 @@ class Scheduler:
         return outcomes
 
     async def flush(self) -> None:
-        """Write changed mailbox records and the guard's pending rows to the state file."""
+        """Write changed mailbox records, quota states and histories, and the guard's
+        pending rows to the state file."""
         await self._runner.guard.flush()
         await self._book.flush()
+        changed = self.fullness.take_dirty()
+        if changed:
+            states, histories = (
+                self.fullness.states_of(changed),
+                self.fullness.histories_of(changed),
+            )
+            try:
+                await asyncio.to_thread(save_fullness, self._store, states, histories)
+            except StateError as exc:
+                self.fullness.mark_dirty(changed)  # try again at the next flush
+                log.error("state_write_failed", error=str(exc))
 
     # -- starting probes --------------------------------------------------------------------
 

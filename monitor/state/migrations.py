@@ -126,4 +126,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX outbox_due ON outbox (state, next_attempt_at)",
     ),
+    (
+        # Each mailbox's quota state and when it entered it, so that a restart neither
+        # resets nor re-announces it; and its usage history, compacted (90 days at most,
+        # thinner with age) for the growth forecast that Prometheus may not retain.
+        """CREATE TABLE quota_state (
+            address TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            entered_at REAL NOT NULL
+        )""",
+        """CREATE TABLE usage_history (
+            address TEXT NOT NULL,
+            at REAL NOT NULL,
+            used INTEGER NOT NULL,
+            PRIMARY KEY (address, at)
+        ) WITHOUT ROWID""",
+    ),
+    (
+        # The delivery canary: each mailbox's last canary, and the standing evidence that a
+        # mailbox is full beyond its quota reading (a rejection, a bounce).
+        """CREATE TABLE canary_result (
+            address TEXT PRIMARY KEY,
+            canary_id TEXT NOT NULL,
+            sent_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            latency REAL,
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+        """CREATE TABLE full_evidence (
+            address TEXT NOT NULL,
+            evidence TEXT NOT NULL,
+            at REAL NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (address, evidence)
+        )""",
+    ),
 )

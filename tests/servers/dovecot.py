@@ -1,4 +1,4 @@
-"""Private Dovecot 2.3 instances (IMAP, IMAPS, POP3, POP3S on 127.0.0.1) for tests.
+"""Private Dovecot 2.3 instances (IMAP(S), POP3(S), optionally LMTP) on 127.0.0.1 for tests.
 
 A DovecotServer keeps config, TLS files, users, mail, log and state under its workdir
 (base_dir moves to /tmp only if the path is too long for a unix socket) and runs
@@ -34,6 +34,12 @@ Dovecot 2.3.19.1 as configured here replies (tests/test_dovecot_harness.py check
   user ``a1 NO [AUTHENTICATIONFAILED] Authentication failed.``; expired ``a1 NO [EXPIRED]
   Authentication failed.`` (passwd-file splits extra fields at spaces, so no reason
   text); disabled ``a1 NO [CONTACTADMIN] Login disabled for this user``.
+
+- LMTP (lmtp=True, on 127.0.0.1:lmtp_port, quota enforced): ``250 2.0.0 <u> <id> Saved``
+  after DATA; over quota, RCPT is taken and DATA answers ``552 5.2.2 <u> Quota exceeded
+  (mailbox for user is full)``, or at RCPT already with lmtp_rcpt_check_quota=True; an
+  unknown user gets ``550 5.1.1`` at RCPT
+  (tests/test_delivery_harness.py checks these; tests/servers/delivery.py puts SMTP in front).
 
 add_messages writes CRLF messages, so file size, RFC822.SIZE and the quota's virtual size
 all equal ``size``. auth_attempts() counts the lines a stats event exporter logs once per
@@ -136,6 +142,8 @@ class DovecotServer(StartStop):
         capability_override: str | None = None,
         throughput: bool = False,
         pop3_lock_session: bool = False,
+        lmtp: bool = False,
+        lmtp_rcpt_check_quota: bool = False,
     ) -> None:
         """Describe the server; nothing is written or started before start()."""
         self.workdir = Path(workdir).absolute()
@@ -147,6 +155,8 @@ class DovecotServer(StartStop):
         self.capability_override = capability_override
         self.throughput = throughput
         self.pop3_lock_session = pop3_lock_session
+        self.lmtp = lmtp
+        self.lmtp_rcpt_check_quota = lmtp_rcpt_check_quota
         self.instance_name = f"harness{os.getpid()}n{next(_instance_counter)}"
         self._users: dict[str, MailUser] = {}
         for user in users:
@@ -160,6 +170,7 @@ class DovecotServer(StartStop):
         self.imaps_port = 0
         self.pop3_port = 0
         self.pop3s_port = 0
+        self.lmtp_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._base_dir = self.workdir / "run"
         self._temp_base_dir: Path | None = None
@@ -210,7 +221,9 @@ class DovecotServer(StartStop):
         self._write_passwd_files()
         for attempt in itertools.count(1):
             self._prepare_base_dir()
-            self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port = _free_ports(4)
+            ports = _free_ports(5)
+            self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port = ports[:4]
+            self.lmtp_port = ports[4] if self.lmtp else 0
             self.config_path.write_text(self._config_text(), encoding="utf-8")
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             output = (self.workdir / "log" / "dovecot.out").open("ab")
@@ -283,6 +296,19 @@ class DovecotServer(StartStop):
             self._doveadm("force-resync", "-u", user.address.lower(), mailbox)
             self._doveadm("quota", "recalc", "-u", user.address.lower())
 
+    def add_raw_message(self, address: str, data: bytes) -> None:
+        """Deliver one message as given into the user's INBOX (Maildir `new/`), as LDA would."""
+        user = self._user(address)
+        folder_dir = self._make_folder(user, "INBOX")
+        name = f"{time.time_ns()}.M{next(_message_counter)}P{os.getpid()}.harness"
+        temporary = folder_dir / "tmp" / name
+        temporary.write_bytes(data)
+        os.chown(temporary, MAIL_UID, MAIL_GID)
+        # Maildir delivery: written in tmp/, then renamed into new/ in one step.
+        os.rename(temporary, folder_dir / "new" / name)
+        if self.running:
+            self._doveadm("force-resync", "-u", user.address.lower(), "INBOX")
+
     def add_folders(self, address: str, folders: Iterable[str]) -> None:
         """Create empty folders of the user straight as Maildir++ directories, which Dovecot
         lists without being told (thousands a second)."""
@@ -316,6 +342,11 @@ class DovecotServer(StartStop):
         """Set flags (e.g. ``"\\Seen \\Flagged"``) on messages, as a mail client would."""
         user = self._user(address).address.lower()
         self._doveadm("flags", "add", "-u", user, flags, "mailbox", folder, "uid", uids)
+
+    def canaries(self) -> list[str]:
+        """Every user's messages carrying a canary header, as `user uid` lines."""
+        found = self._doveadm("search", "-A", "header", "X-BMA-Monitor-Canary", "")
+        return [line for line in found.splitlines() if line.strip()]
 
     def fetch(self, address: str, fields: str) -> list[dict[str, str]]:
         """Dovecot's own view of every message (`doveadm fetch FIELDS ALL`), one dict each."""
@@ -427,7 +458,7 @@ instance_name = {self.instance_name}
 base_dir = {self._base_dir}
 state_dir = {self.workdir / "state"}
 listen = {self.host}
-protocols = imap pop3
+protocols = imap pop3{" lmtp" if self.lmtp else ""}
 shutdown_clients = yes
 log_path = {self.log_path}
 auth_verbose = yes
@@ -524,7 +555,25 @@ service pop3-login {{
     ssl = yes
   }}
 {self._login_tuning(1000)}}}
-{self._mail_tuning()}"""
+{self._mail_tuning()}{self._lmtp_config()}"""
+
+    def _lmtp_config(self) -> str:
+        """LMTP on 127.0.0.1:lmtp_port, enforcing quota: without the plugin a full mailbox
+        still accepts mail."""
+        if not self.lmtp:
+            return ""
+        return f"""\
+protocol lmtp {{
+  mail_plugins = $mail_plugins quota
+  lmtp_rcpt_check_quota = {"yes" if self.lmtp_rcpt_check_quota else "no"}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = {self.host}
+    port = {self.lmtp_port}
+  }}
+}}
+"""
 
     def _login_tuning(self, client_limit: int) -> str:
         """Service settings for login processes in throughput mode (see TESTBED.md)."""
@@ -568,6 +617,8 @@ service pop3-login {{
             self.imaps_port: b"",
             self.pop3s_port: b"",
         }
+        if self.lmtp:
+            pending[self.lmtp_port] = b"220 "
         while pending:
             process = self._process
             if process is None or process.poll() is not None:

@@ -1,0 +1,1 @@
+"""Mailbox fullness: quota states with hysteresis, the usage history and its forecast."""
