@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 import structlog
 
-from tests import fleet
-from tests.servers.dovecot import DovecotServer
+from tests import alerting, fleet
+from tests.daemon_process import DaemonProcess
+from tests.servers.dovecot import DovecotServer, free_port
+from tests.servers.prometheus import AlertmanagerServer, PrometheusServer
+from tests.servers.webhook import WebhookReceiver
 
 
 def _fleet_server(
@@ -58,3 +61,65 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+# The alerting stack: Prometheus and Alertmanager take ~5 s to settle, so one per session.
+# Its Dovecot is its own, not the shared `dovecot`: the end-to-end test stops it.
+
+
+@pytest.fixture(scope="session")
+def alert_webhook() -> Iterator[WebhookReceiver]:
+    """The receiver every Alertmanager notification of the session goes to."""
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def alertmanager(
+    tmp_path_factory: pytest.TempPathFactory, alert_webhook: WebhookReceiver
+) -> Iterator[AlertmanagerServer]:
+    """An Alertmanager running the shipped example, its receivers posting to the webhook."""
+    config = alerting.alertmanager_config_for_test(alert_webhook.url)
+    with AlertmanagerServer(tmp_path_factory.mktemp("alertmanager"), config) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def alerting_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A Dovecot with a few fleet mailboxes, for the end-to-end alerting test to break."""
+    users = [u for u in fleet.users() if u.address in map(fleet.address, alerting.MAILBOXES)]
+    with DovecotServer(tmp_path_factory.mktemp("dovecot-alerting"), users) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def alerting_daemon(
+    tmp_path_factory: pytest.TempPathFactory, alerting_dovecot: DovecotServer
+) -> Iterator[DaemonProcess]:
+    """The monitor daemon probing `alerting_dovecot` every second."""
+    port = free_port()
+    config = alerting.write_daemon_config(tmp_path_factory.mktemp("daemon"), alerting_dovecot, port)
+    daemon = DaemonProcess(config, port, bad="")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory,
+    alerting_daemon: DaemonProcess,
+    alertmanager: AlertmanagerServer,
+) -> Iterator[PrometheusServer]:
+    """A Prometheus scraping the daemon every second with the rules, sending to Alertmanager."""
+    workdir = tmp_path_factory.mktemp("prometheus")
+    with PrometheusServer(
+        workdir,
+        [f"127.0.0.1:{alerting_daemon.port}"],
+        [alerting.rules_for_test(workdir)],
+        alertmanager.url,
+        scrape_interval="1s",
+        evaluation_interval="1s",
+    ) as server:
+        yield server

@@ -46,6 +46,8 @@ from monitor.state.store import StateError, StateStore
 log = structlog.get_logger("bma_monitor.canary")
 
 AT_ONCE = 10  # canaries in flight at once: each may wait up to its deadline
+IDLE_CHECK = 60.0  # seconds between looks at a disabled or not yet due canary
+RETRY_EMPTY_ROUND = 300.0  # after a round that could send no canary (nothing logged in yet)
 MARK_KEY = "canary_bounce_mark"  # the meta row of the bounce mailbox's reading position
 
 
@@ -71,28 +73,47 @@ class CanaryJob:
         self.evidence: dict[tuple[str, Evidence], Found] = load_evidence(store)
 
     async def run(self) -> None:
-        """A round every canary.every, forever (until cancelled); off while disabled."""
+        """A round every canary.every, forever (until cancelled); off while disabled.
+
+        The cadence holds across restarts (the last canary's time is in the state file), so
+        a daemon restarted often does not send a canary at each start. A round that could
+        send none (no mailbox logged in yet, after a first start) is tried again sooner.
+        """
         while True:
             config = self._config()
-            if config.canary.enabled:
-                try:
-                    await self.round()
-                except Exception:
-                    log.exception("canary_round_crashed")
-            await asyncio.sleep(config.canary.every if config.canary.enabled else 60.0)
+            if not config.canary.enabled:
+                await asyncio.sleep(IDLE_CHECK)
+                continue
+            last = max((r.sent_at for r in self.results.values()), default=None)
+            due = last + config.canary.every if last is not None else 0.0
+            if self._clock() < due:
+                await asyncio.sleep(min(due - self._clock(), IDLE_CHECK))
+                continue
+            try:
+                sent = await self.round()
+            except Exception:
+                log.exception("canary_round_crashed")
+                sent = 0
+            if not sent:
+                await asyncio.sleep(min(config.canary.every, RETRY_EMPTY_ROUND))
 
-    async def round(self) -> None:
-        """One canary to each target mailbox (a few at once), then the bounces."""
+    async def round(self) -> int:
+        """One canary to each target mailbox (a few at once), then the bounces; how many
+        canaries were sent."""
         limit = asyncio.Semaphore(AT_ONCE)
+        sent = 0
 
         async def one(mailbox: Mailbox) -> None:
+            nonlocal sent
             async with limit:
-                await self.run_one(mailbox)
+                if await self.run_one(mailbox) is not None:
+                    sent += 1
 
         async with asyncio.TaskGroup() as group:
             for mailbox in canary_targets(self._config()):
                 group.create_task(one(mailbox))
         await self.read_bounces()
+        return sent
 
     async def run_one(self, mailbox: Mailbox, *, force: bool = False) -> CanaryResult | None:
         """One canary to one mailbox; None when it was skipped: its password locked out or

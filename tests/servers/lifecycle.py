@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -28,3 +30,16 @@ class StartStop:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def poll_until(check: Callable[[], bool], timeout: float) -> bool:
+    """Whether `check` held within `timeout` s; refused connections and half answers count as no."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except (OSError, ValueError):
+            pass  # not listening yet, or a half-written answer
+        time.sleep(0.1)
+    return False
