@@ -75,6 +75,7 @@ class Daemon:
             self.config,
             dict(jobs.notifier.expiries),
             jobs.notifier.counts,
+            dict(jobs.notifier.warned),
             jobs.directory.health(),
         )
 

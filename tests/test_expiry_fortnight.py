@@ -129,7 +129,10 @@ async def test_a_fortnight_sends_each_warning_once_at_or_after_eight(
     assert first["next_threshold"] is None  # all three sent, the last the day before
     assert first["thresholds_done"] == [15, 5, 1]
     assert rows["ec000206"]["expired"] is True and rows["ec000206"]["next_threshold"] is None
-    view = ExpiryView(config, jobs.notifier.expiries, jobs.notifier.counts, jobs.directory.health())
+    notifier = jobs.notifier
+    view = ExpiryView(
+        config, notifier.expiries, notifier.counts, notifier.warned, jobs.directory.health()
+    )
     families = {f.name: f for f in ExpiryCollector(lambda: view, clock=lambda: now[0]).collect()}
     expiry = {
         s.labels["mailbox"]: s.value
@@ -140,6 +143,12 @@ async def test_a_fortnight_sends_each_warning_once_at_or_after_eight(
         s.labels["threshold"]: s.value for s in families["bma_notifications_sent"].samples
     }
     assert sent_by_threshold == {"15": 3.0, "5": 4.0, "1": 5.0}
+    warned = {
+        s.labels["mailbox"]: s.labels["threshold"]
+        for s in families["bma_password_warning_last_sent_timestamp_seconds"].samples
+    }
+    # The most urgent warning of each password not yet expired at the fortnight's end.
+    assert warned == {"ec000201": "1", "ec000202": "1"}
 
 
 async def test_a_changed_password_cancels_the_old_cycle_before_it_is_sent(

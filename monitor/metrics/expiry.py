@@ -24,6 +24,7 @@ class ExpiryView:
     config: Config
     expiries: dict[str, Expiry]
     outbox: OutboxCounts | None  # None until the first tick
+    warned: dict[str, tuple[int, float]]  # the last warning accepted: threshold, when
     directory: DirectoryHealth
 
 
@@ -57,15 +58,24 @@ def _mailbox_families(view: ExpiryView, now: float) -> Iterator[Family]:
         "1 once the CERBERE password has expired (its date passed, or SMTP AUTH said so).",
         labels=labels,
     )
+    warned = GaugeMetricFamily(
+        "bma_password_warning_last_sent_timestamp_seconds",
+        "When the relay last accepted a warning mail to the mailbox for its current expiry "
+        "date, and its threshold (absent before the first).",
+        labels=[*labels, "threshold"],
+    )
     for mailbox in view.config.mailboxes:
+        values = [mailbox.local_part, str(mailbox.kind), mailbox.server]
+        last = view.warned.get(mailbox.address)
+        if last is not None:
+            warned.add_metric([*values, str(last[0])], last[1])
         found = view.expiries.get(mailbox.address)
         if found is None:
             continue
-        values = [mailbox.local_part, str(mailbox.kind), mailbox.server]
         at = found.expires_at.timestamp()
         expiry.add_metric([*values, str(found.source)], at)
         expired.add_metric(values, 1.0 if found.expired_now or at <= now else 0.0)
-    yield from (expiry, expired)
+    yield from (expiry, expired, warned)
 
 
 def _outbox_families(view: ExpiryView) -> Iterator[Family]:

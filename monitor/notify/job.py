@@ -54,6 +54,7 @@ class NotifierJob:
         self._dates: dict[str, dt.date] = {}  # each mailbox's expiry date at the last tick
         self.expiries: dict[str, Expiry] = {}
         self.counts: OutboxCounts | None = None
+        self.warned: dict[str, tuple[int, float]] = {}  # threshold and time of the last one
 
     async def run(self) -> None:
         """Tick every notify.every, forever (until cancelled); a failed tick is logged, and
@@ -92,6 +93,9 @@ class NotifierJob:
                     dry_run=report.dry_run,
                 )
         self.counts = await asyncio.to_thread(outbox.counts, self._store)
+        self.warned = await asyncio.to_thread(
+            outbox.last_warned, self._store, when.date() - dt.timedelta(days=1)
+        )
 
     def _queue(self, config: Config, now: float, when: dt.datetime, zone: ZoneInfo) -> int:
         """Queue each due warning (blocking: runs in a thread); how many mails were queued."""

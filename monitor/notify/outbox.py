@@ -330,3 +330,16 @@ def done_since(store: StateStore, first_date: dt.date) -> dict[tuple[str, dt.dat
     for address, day, threshold in found:
         done.setdefault((address, dt.date.fromisoformat(day)), set()).add(int(threshold))
     return done
+
+
+def last_warned(store: StateStore, first_date: dt.date) -> dict[str, tuple[int, float]]:
+    """For each mailbox with an expiry date from `first_date` on, the most urgent warning
+    the relay accepted for it (to the BMA itself) and when: (threshold, sent_at)."""
+    with store.reading() as db:
+        found = db.execute(
+            "SELECT address, MIN(threshold), MAX(sent_at) FROM outbox "
+            "WHERE state = 'sent' AND audience = 'bma' AND expiry_date >= ? "
+            "GROUP BY address",
+            (first_date.isoformat(),),
+        ).fetchall()
+    return {address: (int(threshold), float(sent)) for address, threshold, sent in found}
