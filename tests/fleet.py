@@ -35,7 +35,7 @@ UNLIMITED = "ec000004"
 EXPIRED = "ec000006"
 DISABLED = "ec000007"
 FOLDERS = "po000001"  # messages in INBOX, "Sent Items" and "Archive/2024"
-SPARES = tuple(f"ec0001{i:02d}" for i in range(48))  # one per test that refuses passwords
+SPARES = tuple(f"ec0001{i:02d}" for i in range(64))  # one per test that refuses passwords
 
 CONTENT: dict[str, list[tuple[str, int, int]]] = {
     NEARLY_FULL: [("INBOX", 9, MB)],
