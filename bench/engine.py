@@ -92,6 +92,8 @@ async def sweep(config_path: Path, protocol: Protocol) -> dict[str, Any]:
     outcomes = await daemon.scheduler.sweep(protocols=[protocol])
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
+    # SMTP: first acceptances whose fingerprint waits in the background (never the probe).
+    fingerprints_pending = daemon.expiry.observed.pending
     scraper.stop.set()
     scraper.join()
     during = [(s, d) for s, d, _ in scraper.scrapes]
@@ -103,6 +105,7 @@ async def sweep(config_path: Path, protocol: Protocol) -> dict[str, Any]:
     render_seconds = time.perf_counter() - render_start
     ticker.cancel()
     daemon.http.stop()
+    await daemon.expiry.observed.stop()  # as at SIGTERM: first passwords seen are dropped
     store.close()
     results = [o for o in outcomes.values() if isinstance(o, ProbeResult)]
     latencies = sorted(r.total_seconds for r in results)
@@ -121,6 +124,7 @@ async def sweep(config_path: Path, protocol: Protocol) -> dict[str, Any]:
         "metrics_bytes": scrape_bytes,
         "metrics_render_seconds": render_seconds,
         "loop_stall_final_scrape": stall_final_scrape,
+        "fingerprints_pending": fingerprints_pending,
     }
 
 

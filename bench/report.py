@@ -160,6 +160,15 @@ def report(
     print()
     _table(figures)
     print()
+    smtp = figures.get("smtp tls daemon")
+    if smtp is not None and "fingerprints_pending" in smtp:
+        pending = smtp["fingerprints_pending"]
+        print(
+            "smtp tls daemon: first acceptances still waiting for their fingerprint (computed "
+            f"in the background, after the probe) at the sweep's end: {pending}"
+        )
+    # Other work on the machine shows in every figure: the load says how much there was.
+    print(f"load average at the end (1, 5, 15 min): {os.getloadavg()}")
     checks = _throughput_checks(figures) + _scrape_checks(args, figures, page)
     failed = sum(f["failed"] for f in figures.values())
     checks.append((f"failed probes: {failed}", failed == 0))

@@ -7,16 +7,19 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from monitor import __version__
+from monitor.cli_audit import add_commands as add_audit_commands
 from monitor.cli_expiry import add_commands as add_expiry_commands
 from monitor.cli_fullness import add_commands as add_fullness_commands
 from monitor.cli_fullness import fullness_of
+from monitor.cli_shard import add_shard_option
 from monitor.config import Config, ConfigError, Mailbox, load_config
 from monitor.config.fullness_model import QuotaConfig
+from monitor.config.shards import owner
 from monitor.credentials import (
     PROBLEMS_SHOWN,
     CredentialMissing,
@@ -40,6 +43,7 @@ from monitor.scheduling.runner import (
     ProbeRunner,
 )
 from monitor.scheduling.scheduler import Scheduler
+from monitor.state.shard_identity import claim_shard
 from monitor.state.store import StateError, StateStore
 
 EXIT_OK = 0
@@ -82,15 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     }
     run = commands.add_parser("run", help="run the monitoring daemon")
     run.add_argument("--config", required=True, type=Path, help="configuration file")
+    add_shard_option(run)
     run.add_argument("--reset-state", **reset_state)  # type: ignore[arg-type]
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate a configuration and exit")
     check.add_argument("--config", required=True, type=Path, help="configuration file")
+    add_shard_option(check)
     check.set_defaults(handler=_check)
 
     probe = commands.add_parser("probe", help="probe mailboxes now and print the results")
     probe.add_argument("--config", required=True, type=Path, help="configuration file")
+    add_shard_option(probe)
     probe.add_argument(
         "addresses",
         nargs="*",
@@ -116,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.set_defaults(handler=_probe)
     add_expiry_commands(commands)
     add_fullness_commands(commands)
+    add_audit_commands(commands)
     return parser
 
 
@@ -132,13 +140,13 @@ def _protocols(text: str) -> tuple[Protocol, ...]:
 def _run(args: argparse.Namespace) -> int:
     from monitor.daemon import run_daemon
 
-    asyncio.run(run_daemon(args.config, reset_state=args.reset_state))
+    asyncio.run(run_daemon(args.config, reset_state=args.reset_state, shard=args.shard))
     return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    checked_templates(config)  # a template naming an unknown variable is a config error
+    config = load_config(args.config, shard=args.shard)
+    templates = checked_templates(config)  # an unknown variable in one is a config error
     store = CredentialStore(config.credentials, salt=b"")
     missing: dict[SecretKind, list[tuple[str, CredentialMissing]]] = {}
     needed_by: dict[SecretKind, set[Protocol]] = {}
@@ -156,6 +164,12 @@ def _check(args: argparse.Namespace) -> int:
     )
     probed = {p: sum(1 for m in config.mailboxes if p in m.protocols) for p in PROBERS}
     print("probed over: " + ", ".join(f"{p} {n}" for p, n in probed.items() if n))
+    print(f"warning mail templates: {templates.folder}")
+    if config.sharding is not None:
+        print(
+            f"shard {config.sharding.shard} (indexes from 0): {len(config.mailboxes)} of the "
+            f"fleet's {len(config.fleet)} mailboxes; state file {config.state.path}"
+        )
     for problem in credential_directory_problems(config.credentials.directory):
         print(f"warning: {problem}")
     for kind in (k for k in SecretKind if k in missing):  # the mailbox password first
@@ -175,7 +189,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, shard=args.shard)
     configure_logging("error", "console" if sys.stderr.isatty() else "json")
     selected = _select(config, args.addresses)
     if selected is None:
@@ -203,10 +217,28 @@ def _select(config: Config, wanted: list[str]) -> list[Mailbox] | None:
         return list(config.mailboxes)
     by_name = {m.address: m for m in config.mailboxes} | {m.local_part: m for m in config.mailboxes}
     unknown = [w for w in wanted if w.lower() not in by_name]
+    elsewhere = _other_shards(config, unknown)
+    if elsewhere:
+        print(f"in another shard: {', '.join(elsewhere.values())}", file=sys.stderr)
+    unknown = [w for w in unknown if w not in elsewhere]
     if unknown:
         print(f"not in the configuration: {', '.join(unknown)}", file=sys.stderr)
+    if unknown or elsewhere:
         return None
     return list(dict.fromkeys(by_name[w.lower()] for w in wanted))  # each mailbox once
+
+
+def _other_shards(config: Config, names: list[str]) -> dict[str, str]:
+    """Of `names`, those another shard owns, each with the --shard that probes it."""
+    if config.sharding is None:
+        return {}
+    count = config.sharding.shard.count
+    by_name = {m.address: m for m in config.fleet} | {m.local_part: m for m in config.fleet}
+    return {
+        name: f"{name} (--shard {owner(by_name[name.lower()].address, count)}/{count})"
+        for name in names
+        if name.lower() in by_name
+    }
 
 
 async def _probe_all(
@@ -216,15 +248,18 @@ async def _probe_all(
     *,
     force: bool,
     reset_state: bool,
+    on_outcome: Callable[[Mailbox, Protocol, Outcomes], None] | None = None,
 ) -> list[tuple[Mailbox, Protocol, Outcomes, QuotaReading | None, dict[str, Any]]]:
     """Each (mailbox, protocol) outcome, in mailbox then protocol order, with the best usage
-    known for the mailbox (from the state file too) and its fullness."""
+    known for the mailbox (from the state file too) and its fullness; `on_outcome` hears of
+    each outcome as it comes (`audit --probe` shows progress)."""
     store = await asyncio.to_thread(StateStore.open, config.state.path, reset=reset_state)
     try:
+        await asyncio.to_thread(claim_shard, store, config.shard)
         credentials = CredentialStore(config.credentials, store.salt())
         runner = ProbeRunner(config, store, credentials)
         scheduler = Scheduler(config, runner, store)
-        outcomes = await scheduler.sweep(mailboxes, protocols, force=force)
+        outcomes = await scheduler.sweep(mailboxes, protocols, force=force, on_outcome=on_outcome)
         statuses = scheduler.view().mailboxes
         fullness = fullness_of(scheduler, store, mailboxes)
         return [

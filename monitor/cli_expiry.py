@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from monitor.cli_shard import add_shard_option
 from monitor.config import Config, Mailbox, load_config
+from monitor.config.shards import Shard
 from monitor.expiry.book import ExpiryBook
 from monitor.expiry.calendar import days_left, local_date
 from monitor.expiry.directory_store import load_directory
@@ -26,7 +28,8 @@ from monitor.expiry.warnings import next_warning
 from monitor.notify import outbox
 from monitor.notify.message import build_message, message_id
 from monitor.notify.templates import Audience, MailValues
-from monitor.scheduling.view import MailboxStatus, ProbeStatus
+from monitor.scheduling.statuses import restored_statuses
+from monitor.scheduling.view import MailboxStatus
 from monitor.state.store import StateStore
 
 EXIT_OK = 0
@@ -40,6 +43,7 @@ def add_commands(commands: Any) -> None:
     expiry.add_argument("--config", required=True, type=Path, help="configuration file")
     expiry.add_argument("--at", **at)
     expiry.add_argument("--json", action="store_true", help="one JSON object per mailbox")
+    add_shard_option(expiry)
     expiry.set_defaults(handler=_expiry)
 
     notify = commands.add_parser("notify", help="the warning mails")
@@ -50,19 +54,21 @@ def add_commands(commands: Any) -> None:
     preview.add_argument("--threshold", type=int, help="the warning of this many days before")
     preview.add_argument("--at", **at)
     preview.add_argument("--json", action="store_true", help="subject, bodies and headers")
+    add_shard_option(preview)
     preview.set_defaults(handler=_preview)
 
     box = commands.add_parser("outbox", help="list the warning mails queued and sent")
     box.add_argument("--config", required=True, type=Path, help="configuration file")
     box.add_argument("--json", action="store_true", help="one JSON object per row")
+    add_shard_option(box)
     box.set_defaults(handler=_outbox)
 
 
 class _Context:
     """The configuration, the state file and the expiry book, for one command."""
 
-    def __init__(self, path: Path, at: dt.date | None) -> None:
-        self.config: Config = load_config(path)
+    def __init__(self, path: Path, at: dt.date | None, shard: Shard | None) -> None:
+        self.config: Config = load_config(path, shard=shard)
         expiry = self.config.expiry
         self.zone = ZoneInfo(expiry.timezone)
         if at is None:
@@ -87,22 +93,11 @@ class _Context:
 def _statuses(config: Config, store: StateStore) -> dict[str, MailboxStatus]:
     """The mailboxes' last probe results as the state file keeps them (SMTP's says whether
     the password expired)."""
-    records = store.load_mailboxes()
-    found: dict[str, MailboxStatus] = {}
-    for mailbox in config.mailboxes:
-        record = records.get(mailbox.address)
-        if record is None:
-            continue
-        probes = {
-            protocol: ProbeStatus(protocol, kept.result, kept.last_success_at)
-            for protocol, kept in record.probes.items()
-        }
-        found[mailbox.address] = MailboxStatus(mailbox, probes, record.quota)
-    return found
+    return restored_statuses(config.mailboxes, store.load_mailboxes(), {})
 
 
 def _expiry(args: argparse.Namespace) -> int:
-    context = _Context(args.config, args.at)
+    context = _Context(args.config, args.at, args.shard)
     try:
         expiries = context.expiries()
         rows = [
@@ -169,7 +164,7 @@ def _expiry_row(context: _Context, mailbox: Mailbox, expiry: Expiry | None) -> d
 
 
 def _preview(args: argparse.Namespace) -> int:
-    context = _Context(args.config, args.at)
+    context = _Context(args.config, args.at, args.shard)
     try:
         templates = checked_templates(context.config)
         mailbox = _find(context.config, args.address)
@@ -231,7 +226,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, shard=args.shard)
     store = StateStore.open(config.state.path)
     try:
         found = outbox.rows(store)

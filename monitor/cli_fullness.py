@@ -14,6 +14,7 @@ from typing import Any
 
 from monitor.canary.evidence import Evidence, load_evidence, load_results
 from monitor.canary.job import CanaryJob
+from monitor.cli_shard import add_shard_option
 from monitor.config import Config, Mailbox, load_config
 from monitor.credentials import CredentialStore
 from monitor.fullness.states import QuotaLevel, bounds_for
@@ -37,12 +38,14 @@ def add_commands(commands: Any) -> None:
     forecast.add_argument("--config", required=True, type=Path, help="configuration file")
     forecast.add_argument("--within", type=float, default=7.0, metavar="DAYS", help="default 7")
     forecast.add_argument("--json", action="store_true", help="one JSON object per mailbox")
+    add_shard_option(forecast)
     forecast.set_defaults(handler=_forecast)
 
     canary = commands.add_parser("canary", help="send one delivery canary now")
     canary.add_argument("address", metavar="ADDRESS", help="address or local part")
     canary.add_argument("--config", required=True, type=Path, help="configuration file")
     canary.add_argument("--json", action="store_true", help="the result as JSON")
+    add_shard_option(canary)
     canary.set_defaults(handler=_canary)
 
 
@@ -74,7 +77,7 @@ def fullness_of(
 
 
 def _forecast(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, shard=args.shard)
     store = StateStore.open(config.state.path)
     try:
         rows = _within(config, store, args.within * DAY, time.time())
@@ -119,7 +122,7 @@ def _within(config: Config, store: StateStore, horizon: float, now: float) -> li
 
 
 def _canary(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, shard=args.shard)
     wanted = args.address.lower()
     mailbox = next((m for m in config.mailboxes if wanted in (m.address, m.local_part)), None)
     if mailbox is None:

@@ -23,6 +23,12 @@ _SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 # from filling the daemon's memory.
 MAX_SECRET_BYTES = 4096
 
+# systemd's LoadCredential=ID:DIRECTORY passes each file of DIRECTORY as the credential
+# `ID_<file name>`: the unit loads the credentials folder under this ID, and lookups try the
+# prefixed name after the plain one. Short, since systemd 252 counts each name's length in
+# the 1 MiB it allows a service's credentials.
+SYSTEMD_CREDENTIAL_ID = "bma"
+
 # Groups of warnings longer than this end in a count, so 10,000 mailboxes give a screenful.
 PROBLEMS_SHOWN = 10
 
@@ -122,7 +128,7 @@ class CredentialStore:
     ) -> Credential | CredentialMissing:
         """Read the secret now (blocking file I/O); `known` is reused if its file is unchanged."""
         if self._directory is not None:
-            from_file = _lookup_file(self._directory / f"{address}.{kind}", known)
+            from_file = _lookup_in(self._directory, f"{address}.{kind}", known)
             if from_file is not None:
                 return from_file
         name = self.variable_name(address, kind)
@@ -143,7 +149,7 @@ class CredentialStore:
         if not _SERVICE_NAME.fullmatch(name):
             return CredentialMissing(f"{name!r:.60} is not a credential file name")
         if self._directory is not None:
-            from_file = _lookup_file(self._directory / name, known)
+            from_file = _lookup_in(self._directory, name, known)
             if from_file is not None:
                 return from_file
         variable = self.prefix_variable(name)
@@ -174,6 +180,17 @@ class CredentialStore:
             dklen=16,
         )
         return digest.hex()
+
+
+def _lookup_in(
+    directory: Path, name: str, known: Credential | CredentialMissing | None
+) -> Credential | CredentialMissing | None:
+    """The secret of file `name` in `directory`, as written or as systemd's LoadCredential=
+    passes a folder; None if neither file exists."""
+    found = _lookup_file(directory / name, known)
+    if found is None:
+        found = _lookup_file(directory / f"{SYSTEMD_CREDENTIAL_ID}_{name}", known)
+    return found
 
 
 def _lookup_file(

@@ -15,17 +15,21 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from monitor.canary.job import CanaryJob
 from monitor.config import Config, ConfigError, load_config
+from monitor.config.shards import Shard, sharded
 from monitor.credentials import CredentialStore, credential_directory_problems
 from monitor.expiry.jobs import ExpiryJobs, checked_templates
 from monitor.health import health_report
 from monitor.logs import configure_logging
+from monitor.memory import return_large_blocks
 from monitor.metrics.collector import BmaCollector, ReloadStatus
-from monitor.metrics.expiry import ExpiryCollector, ExpiryView
-from monitor.metrics.fullness import FullnessCollector, FullnessView
+from monitor.metrics.expiry import ExpiryCollector, ExpiryText, ExpiryView
+from monitor.metrics.fullness import FullnessText, FullnessView
 from monitor.metrics.http import HttpEndpoint
 from monitor.metrics.page import MetricsPage
 from monitor.scheduling.runner import ProbeRunner
 from monitor.scheduling.scheduler import Scheduler
+from monitor.sdnotify import ServiceNotifier
+from monitor.state.shard_identity import claim_shard
 from monitor.state.store import StateStore
 
 log = structlog.get_logger("bma_monitor.daemon")
@@ -37,12 +41,19 @@ GC_THRESHOLDS = (50_000, 20, 10)
 class Daemon:
     """One running monitor."""
 
-    def __init__(self, config: Config, store: StateStore) -> None:
+    def __init__(
+        self, config: Config, store: StateStore, *, shard_override: Shard | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.reload_status = ReloadStatus(True, time.time())
         # What a reload cannot change: the values in use, whatever the file says later.
-        self._fixed = {"state.path": str(store.path), "http.listen": config.http.listen}
+        self._fixed = {
+            "state.path": str(store.path),
+            "http.listen": config.http.listen,
+            "shard": str(config.shard),
+        }
+        self._shard_override = shard_override  # --shard, which a reload must keep too
         # Read once: it never changes, and a reload must not need a writable state file.
         self._salt = store.salt()
         credentials = self._credentials = CredentialStore(config.credentials, self._salt)
@@ -64,9 +75,10 @@ class Daemon:
         GCCollector(registry=self.registry)
         self.registry.register(BmaCollector(self.scheduler.view, lambda: self.reload_status))
         self.registry.register(ExpiryCollector(self.expiry_view))
-        self.registry.register(FullnessCollector(self.fullness_view))
-        self.metrics = MetricsPage(self.registry, self.scheduler.view)
+        sections = (ExpiryText(self.expiry_view).render, FullnessText(self.fullness_view).render)
+        self.metrics = MetricsPage(self.registry, self.scheduler.view, sections)
         self.http = HttpEndpoint(config.http.host, config.http.port, self.metrics, self.health)
+        self.service = ServiceNotifier()
 
     def expiry_view(self) -> ExpiryView:
         """What the expiry metrics show, as of the notifier's last tick."""
@@ -97,7 +109,7 @@ class Daemon:
         """Load the config file again and apply it whole, or keep the old one whole."""
         path = self.config.source
         try:
-            config = await asyncio.to_thread(load_config, path)
+            config = await asyncio.to_thread(load_config, path, shard=self._shard_override)
             credentials = CredentialStore(config.credentials, self._salt)
             templates = await asyncio.to_thread(checked_templates, config)
         except ConfigError as exc:
@@ -108,6 +120,15 @@ class Daemon:
             log.exception("reload_failed_unexpectedly", config=str(path))
             self._reload_failed(path, [f"{path}: {type(exc).__name__}: {exc}"[:500]])
             return
+        if config.shard != self.config.shard:
+            log.warning(
+                "reload_needs_restart",
+                setting="shard",
+                running=self._fixed["shard"],
+                configured=str(config.shard),
+            )
+            # The running shard's share: another's would probe mailboxes it owns too.
+            config = sharded(config, self.config.shard)
         for setting, configured in (
             ("state.path", str(config.state.path)),
             ("http.listen", config.http.listen),
@@ -137,6 +158,19 @@ class Daemon:
             # The scrape will render them itself; a bug here must not stop the daemon.
             log.exception("metrics_warm_failed")
 
+    async def reload_announced(self) -> None:
+        """reload(), with systemd told it is reloading and then ready again."""
+        self.service.reloading()
+        try:
+            await self.reload()
+        finally:
+            self.service.ready(self._status())
+
+    def _status(self) -> str:
+        """The one line `systemctl status` shows."""
+        reload = "" if self.reload_status.successful else "; last reload FAILED, old config kept"
+        return f"Monitoring {len(self.config.mailboxes)} mailboxes{reload}"
+
     def _reload_failed(self, path: Path, problems: list[str]) -> None:
         self.reload_status = ReloadStatus(False, self.reload_status.last_success_at)
         log.error("reload_failed", config=str(path), problems=problems)
@@ -148,12 +182,16 @@ class Daemon:
         reloads: set[asyncio.Task[None]] = set()
 
         def on_hup() -> None:
-            task = loop.create_task(self.reload())
+            task = loop.create_task(self.reload_announced())
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+        def on_stop() -> None:
+            self.service.stopping()
+            stop.set()
+
+        loop.add_signal_handler(signal.SIGTERM, on_stop)
+        loop.add_signal_handler(signal.SIGINT, on_stop)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         self.http.start()
         log.info(
@@ -162,6 +200,8 @@ class Daemon:
             mailboxes=len(self.config.mailboxes),
             listen=f"{self.config.http.host}:{self.http.port}",
             state=str(self.store.path),
+            shard=str(self.config.shard) if self.config.shard else None,
+            fleet=len(self.config.fleet),
         )
         directory = self.config.credentials.directory
         for problem in await asyncio.to_thread(credential_directory_problems, directory):
@@ -170,7 +210,9 @@ class Daemon:
         expiry = loop.create_task(self.expiry.run())
         canary = loop.create_task(self.canary.run())
         warming = loop.create_task(self.warm_metrics())
+        watchdog = loop.create_task(self.service.keep_watchdog(lambda: self.health()[0]))
         stopping = loop.create_task(stop.wait())
+        self.service.ready(self._status())
         try:
             done, _ = await asyncio.wait(
                 {scheduler, expiry, canary, stopping}, return_when=asyncio.FIRST_COMPLETED
@@ -180,6 +222,7 @@ class Daemon:
         finally:
             stopping.cancel()
             warming.cancel()
+            watchdog.cancel()
             scheduler.cancel()
             expiry.cancel()
             canary.cancel()
@@ -203,13 +246,27 @@ def tune_runtime() -> None:
     # 10,000 mailboxes, this took garbage collection from about 10% of a cycle to 1%.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    return_large_blocks()
 
 
-async def run_daemon(config_path: Path, *, reset_state: bool = False) -> None:
-    """Load the configuration and serve until stopped (call from a running event loop)."""
-    config = load_config(config_path)
+async def run_daemon(
+    config_path: Path, *, reset_state: bool = False, shard: Shard | None = None
+) -> None:
+    """Load the configuration and serve until stopped (call from a running event loop);
+    `shard` (from --shard) overrides $BMA_SHARD and the file's `shard` key."""
+    config = load_config(config_path, shard=shard)
     configure_logging(config.logging.level, config.logging.format)
     store = await asyncio.to_thread(StateStore.open, config.state.path, reset=reset_state)
-    daemon = Daemon(config, store)
+    try:
+        claim = await asyncio.to_thread(claim_shard, store, config.shard)
+    except BaseException:
+        store.close()
+        raise
+    if claim.count_changed:
+        # Rendezvous hashing: the mailboxes that stayed keep their records in this file.
+        log.info("shard_count_changed", before=str(claim.before), now=str(claim.now))
+    elif claim.before is not None and claim.now is None:
+        log.warning("state_file_of_a_shard", shard=str(claim.before), path=str(store.path))
+    daemon = Daemon(config, store, shard_override=shard)
     tune_runtime()
     await daemon.serve()

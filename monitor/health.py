@@ -20,8 +20,10 @@ def health_report(
     """
     overdue = max(0.0, now - view.dispatcher_due)
     write = view.state.write
+    shard = view.config.shard
     return overdue < stale_after, {
         "mailboxes": len(view.mailboxes),
+        "shard": {"index": shard.index, "count": shard.count} if shard else None,
         "servers_down": sorted(
             f"{name}/{protocol}" for (name, protocol), s in view.servers.items() if not s.up
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +22,17 @@ from tests.servers.lifecycle import poll_until
 class DaemonProcess:
     """A `bma-monitor run` child process."""
 
-    def __init__(self, config: Path, port: int, bad: str) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        bad: str,
+        *,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
+        """Start it; `env` is added to this process's environment, `preexec` runs in the
+        child before the daemon starts (e.g. a restriction systemd would apply)."""
         self.config = config
         self.port = port
         self.bad = bad
@@ -32,6 +43,8 @@ class DaemonProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            env={**os.environ, **(env or {})},
+            preexec_fn=preexec,
         )
 
     def get(self, path: str) -> tuple[int, str]:

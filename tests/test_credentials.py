@@ -15,6 +15,7 @@ import pytest
 from monitor.cli import EXIT_OK, main
 from monitor.config.model import CredentialsConfig
 from monitor.credentials import (
+    SYSTEMD_CREDENTIAL_ID,
     Credential,
     CredentialMissing,
     CredentialStore,
@@ -266,3 +267,20 @@ def test_named_service_secret_that_is_a_fifo_is_refused(directory: Path) -> None
     found = store_for(directory).lookup_named("ldap-bind")
     assert isinstance(found, CredentialMissing)
     assert "FIFO" in found.detail
+
+
+def test_credentials_as_systemd_passes_a_folder(directory: Path) -> None:
+    """LoadCredential=bma:FOLDER names each file bma_<file>: found under that name too, for
+    mailboxes and named service secrets alike; a plain file of the same name comes first."""
+    prefixed = directory / f"{SYSTEMD_CREDENTIAL_ID}_{ADDRESS}.imap"
+    prefixed.write_text("from-systemd\n")
+    (directory / f"{SYSTEMD_CREDENTIAL_ID}_relay-password").write_text("relay-secret\n")
+    store = store_for(directory)
+    found = store.lookup(ADDRESS, SecretKind.MAILBOX)
+    assert isinstance(found, Credential) and found.secret.reveal() == "from-systemd"
+    assert found.origin == str(prefixed)
+    relay = store.lookup_named("relay-password")
+    assert isinstance(relay, Credential) and relay.secret.reveal() == "relay-secret"
+    (directory / f"{ADDRESS}.imap").write_text("plain\n")
+    plain = store.lookup(ADDRESS, SecretKind.MAILBOX)
+    assert isinstance(plain, Credential) and plain.secret.reveal() == "plain"

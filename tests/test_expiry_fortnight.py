@@ -18,11 +18,12 @@ from monitor.cli import main
 from monitor.config import load_config
 from monitor.credentials import CredentialStore
 from monitor.expiry.jobs import ExpiryJobs, checked_templates
-from monitor.metrics.expiry import ExpiryCollector, ExpiryView
+from monitor.metrics.expiry import ExpiryCollector, ExpiryText, ExpiryView
 from monitor.notify import outbox
 from monitor.scheduling.runner import ProbeRunner
 from monitor.state.store import StateStore
 from tests import fleet
+from tests.exposition import text_families
 from tests.servers.relay import RecordingRelay
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -133,7 +134,8 @@ async def test_a_fortnight_sends_each_warning_once_at_or_after_eight(
     view = ExpiryView(
         config, notifier.expiries, notifier.counts, notifier.warned, jobs.directory.health()
     )
-    families = {f.name: f for f in ExpiryCollector(lambda: view, clock=lambda: now[0]).collect()}
+    families = {f.name: f for f in ExpiryCollector(lambda: view).collect()}
+    families |= text_families(ExpiryText(lambda: view, clock=lambda: now[0]).render)
     expiry = {
         s.labels["mailbox"]: s.value
         for s in families["bma_password_expiry_timestamp_seconds"].samples

@@ -20,11 +20,12 @@ from monitor.config.expiry_model import RelayConfig
 from monitor.config.model import CredentialsConfig, TlsMode
 from monitor.credentials import CredentialStore
 from monitor.fullness.states import QuotaLevel
-from monitor.metrics.fullness import FullnessCollector, FullnessView
+from monitor.metrics.fullness import FullnessText, FullnessView
 from monitor.notify.relay import RelaySender
 from monitor.scheduling.runner import ProbeRunner
 from monitor.scheduling.scheduler import Scheduler
 from monitor.state.store import StateStore
+from tests.exposition import text_families
 from tests.servers.delivery import DeliveryFront
 from tests.servers.dovecot import DovecotServer, MailUser
 
@@ -95,7 +96,7 @@ def evidence_metric(config: Config, scheduler: Scheduler, job: CanaryJob) -> set
     view = FullnessView(
         config, scheduler.fullness.states(), scheduler.forecasts, job.evidence, job.results
     )
-    families = {f.name: f for f in FullnessCollector(lambda: view).collect()}
+    families = text_families(FullnessText(lambda: view).render)
     return {
         (s.labels["mailbox"], s.labels["evidence"]) for s in families["bma_mailbox_full"].samples
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from monitor.config.errors import ConfigError, Problem, format_path, shown, shown_path
 from monitor.config.expiry_model import ExpiryConfig, NotifyConfig
@@ -38,6 +38,7 @@ from monitor.config.model import (
     StateConfig,
 )
 from monitor.config.servers import expand_flat_servers
+from monitor.config.shards import SHARD_ENV, Shard, parse_shard, sharded
 from monitor.config.values import usable_path
 from monitor.config.yamlsource import Location, line_of, load_yaml
 
@@ -60,9 +61,17 @@ class _Document(FrozenModel):
     expiry: ExpiryConfig = ExpiryConfig()
     notify: NotifyConfig = NotifyConfig()
     canary: CanaryConfig = CanaryConfig()
+    shard: str | None = None  # I/N; BMA_SHARD and --shard override it
     inventory: list[ConfigPath] = Field(default_factory=list)
     # Checked entry by entry later, so that errors name the exact entry and line.
     mailboxes: list[Any] = Field(default_factory=list)
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard_form(cls, value: object) -> object:
+        if value is not None:
+            parse_shard(value)
+        return value
 
     @model_validator(mode="after")
     def _server_names(self) -> _Document:
@@ -78,12 +87,13 @@ class _Document(FrozenModel):
         return self
 
 
-def load_config(path: Path | str) -> Config:
-    """Read, validate and resolve a configuration file and its inventories."""
+def load_config(path: Path | str, *, shard: Shard | None = None) -> Config:
+    """Read, validate and resolve a configuration file and its inventories, cut to this
+    instance's shard: `shard` (from --shard) over $BMA_SHARD over the file's `shard` key."""
     path = Path(path)
     files = [path]
     try:
-        return _load(path, files)
+        return _load(path, files, shard)
     except ConfigError as exc:
         rank: dict[Path, int] = {}
         for file in files:
@@ -92,7 +102,7 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(problems) from None
 
 
-def _load(path: Path, files: list[Path]) -> Config:
+def _load(path: Path, files: list[Path], shard: Shard | None) -> Config:
     """Load `path`; append each inventory file read to `files`, the order problems take."""
     data, lines = load_yaml(path)
     if data is None:
@@ -164,10 +174,12 @@ def _load(path: Path, files: list[Path]) -> Config:
         located(("credentials", "directory")).resolved(configured_dir) if configured_dir else None
     )
     state_path = located(("state", "path")).resolved(doc.state.path)
+    if shard is None:
+        shard = _configured_shard(doc, path, problems)
     if problems or isinstance(credentials_dir, Problem) or isinstance(state_path, Problem):
         unusable = [p for p in (credentials_dir, state_path) if isinstance(p, Problem)]
         raise ConfigError(problems + unusable)
-    return Config(
+    config = Config(
         source=path,
         domain=doc.domain,
         servers=servers,
@@ -183,6 +195,19 @@ def _load(path: Path, files: list[Path]) -> Config:
         notify=later[1] if not isinstance(later, list) else doc.notify,
         canary=doc.canary,
     )
+    return sharded(config, shard) if shard is not None else config
+
+
+def _configured_shard(doc: _Document, path: Path, problems: list[Problem]) -> Shard | None:
+    """The shard $BMA_SHARD names, else the file's `shard` key (already checked)."""
+    from_environment = os.environ.get(SHARD_ENV, "").strip()
+    if from_environment:
+        try:
+            return parse_shard(from_environment)
+        except ValueError as exc:
+            problems.append(Problem(path, "", f"environment variable {SHARD_ENV}: {exc}"))
+            return None
+    return parse_shard(doc.shard) if doc.shard is not None else None
 
 
 def _with_expiry_paths(

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from monitor.config.errors import shown
+from monitor.config.shards import Shard, Sharding
 from monitor.config.values import (
     DAY,
     GIB,
@@ -366,6 +367,18 @@ class Config:
     expiry: ExpiryConfig = field(default_factory=lambda: _later_defaults()[0])
     notify: NotifyConfig = field(default_factory=lambda: _later_defaults()[1])
     canary: CanaryConfig = field(default_factory=lambda: _later_defaults()[2])
+    # Set when `mailboxes` holds one shard's share of the fleet (see config.shards).
+    sharding: Sharding | None = None
+
+    @property
+    def shard(self) -> Shard | None:
+        """This instance's shard; None when it watches the whole fleet."""
+        return self.sharding.shard if self.sharding else None
+
+    @property
+    def fleet(self) -> tuple[Mailbox, ...]:
+        """Every mailbox of the inventory, this shard's and the others'."""
+        return self.sharding.fleet if self.sharding else self.mailboxes
 
 
 def _later_defaults() -> tuple[ExpiryConfig, NotifyConfig, CanaryConfig]:

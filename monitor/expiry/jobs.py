@@ -75,9 +75,13 @@ class ExpiryJobs:
 
     async def run(self) -> None:
         """Run the directory and warning-mail jobs until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.directory.run())
-            group.create_task(self.notifier.run())
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.directory.run())
+                group.create_task(self.notifier.run())
+        finally:
+            # The daemon waits for this task at a stop: queued acceptances get their say.
+            await self.observed.stop()
 
     def _new_deliverer(self) -> Deliverer:
         config = self._config

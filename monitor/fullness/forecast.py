@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Sequence
 from statistics import median
 
@@ -34,11 +35,24 @@ def last_cleanup(points: Sequence[Point]) -> int:
     return 0
 
 
-def forecast_full(points: Sequence[Point], limit: int, now: float, window: float) -> float | None:
-    """The Unix time usage reaches `limit` on its trend, or None if it is not growing."""
+def forecast_full(
+    points: Sequence[Point],
+    limit: int,
+    now: float,
+    window: float,
+    within: float | None = None,
+) -> float | None:
+    """The Unix time usage reaches `limit` on its trend, or None if it is not growing.
+
+    Given `within`, None also where the trend certainly cannot reach `limit` within that
+    many seconds of `now` (checked cheaply first, see may_reach): for callers that only
+    want the mailboxes full soon.
+    """
     trend = [p for p in points[last_cleanup(points) :] if now - window <= p[0] <= now]
     trend = _thinned(trend, MAX_POINTS)
     if limit <= 0 or len(trend) < MIN_POINTS or trend[-1][0] - trend[0][0] < MIN_SPAN:
+        return None
+    if within is not None and not may_reach(trend, limit, now, within):
         return None
     slope = median(
         (b[1] - a[1]) / (b[0] - a[0])
@@ -53,6 +67,39 @@ def forecast_full(points: Sequence[Point], limit: int, now: float, window: float
     full_at = now + (limit - used_now) / slope
     # A time before `now` is kept: the trend says the limit is already reached.
     return full_at if full_at - now <= HORIZON else None
+
+
+def may_reach(trend: Sequence[Point], limit: int, now: float, within: float) -> bool:
+    """Whether the Theil-Sen trend of these points (in time order) could reach `limit`
+    within `within` seconds of `now`. False is certain, and costs O(n log n) where the
+    forecast's median of all pairwise slopes costs O(n² log n).
+
+    Usage now on the trend is a median of `used + slope * age`, at most the median reading
+    plus the slope times the oldest age; so reaching the limit needs a slope of at least
+    `need`. The median slope is that steep only if at least half of the pairs are, and a
+    pair (a, b) is exactly when `used - need * at` is no lower at b than at a: counted by
+    keeping the earlier readings' values sorted.
+    """
+    middle = median(used for _, used in trend)
+    if middle >= limit:
+        return True
+    # A hair under the bound: a pair right at it must not be lost to float rounding.
+    need = (limit - middle) / (now - trend[0][0] + within) * (1 - 1e-9)
+    earlier: list[float] = []  # `used - need * at` of strictly earlier readings, sorted
+    steep = pairs = 0
+    start = 0
+    while start < len(trend):
+        end = start
+        while end < len(trend) and trend[end][0] == trend[start][0]:
+            end += 1  # readings at the same time make no pair (the forecast skips them)
+        values = [used - need * at for at, used in trend[start:end]]
+        for value in values:
+            steep += bisect_right(earlier, value)
+            pairs += len(earlier)
+        for value in values:
+            insort(earlier, value)
+        start = end
+    return 2 * steep >= pairs
 
 
 def _thinned(points: list[Point], most: int) -> list[Point]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from monitor.fullness.forecast import Point
 from monitor.fullness.states import QuotaLevel
@@ -35,14 +35,24 @@ def save_states(store: StateStore, rows: Mapping[str, StateRow]) -> None:
 
 def load_history(store: StateStore) -> dict[str, list[Point]]:
     """Every mailbox's usage history, in time order, by address."""
+    return dict(each_history(store))
+
+
+def each_history(store: StateStore) -> Iterator[tuple[str, list[Point]]]:
+    """Each mailbox's usage history in time order, one mailbox at a time: a fleet report
+    holds one in memory, not 5.6 million points (1.6 GB) for 10,000 mailboxes."""
     with store.reading() as db:
-        rows = db.execute(
+        address, points = "", list[Point]()
+        for row_address, at, used in db.execute(
             "SELECT address, at, used FROM usage_history ORDER BY address, at"
-        ).fetchall()
-    histories: dict[str, list[Point]] = {}
-    for address, at, used in rows:
-        histories.setdefault(address, []).append((float(at), int(used)))
-    return histories
+        ):
+            if row_address != address:
+                if points:
+                    yield address, points
+                address, points = row_address, []
+            points.append((float(at), int(used)))
+        if points:
+            yield address, points
 
 
 def save_history(store: StateStore, address: str, points: Sequence[Point]) -> None:

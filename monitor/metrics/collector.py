@@ -150,6 +150,25 @@ class BmaCollector(Collector):
             "Version of the running bma-monitor.",
             value={"version": __version__, "python": platform.python_version()},
         )
+        yield from _shard_families(view)
+
+
+def _shard_families(view: SchedulerView) -> Iterator[GaugeMetricFamily]:
+    """Which part of the fleet this instance watches; a whole fleet is shard 0 of 1."""
+    shard = view.config.shard
+    index, count = (shard.index, shard.count) if shard else (0, 1)
+    info = GaugeMetricFamily(
+        "bma_shard_info",
+        "Always 1; this instance's shard (index from 0, like StatefulSet pod ordinals) and "
+        "the number of shards the fleet is split into.",
+        labels=["shard", "shards"],
+    )
+    info.add_metric([str(index), str(count)], 1.0)
+    yield info
+    # A number, so that an alert can compare count(bma_shard_info) with it.
+    yield GaugeMetricFamily(
+        "bma_shards", "Shards the fleet is split into (1 when not sharded).", value=float(count)
+    )
 
 
 def _probe_counters(view: SchedulerView) -> Iterator[CounterMetricFamily]:

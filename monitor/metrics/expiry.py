@@ -1,4 +1,5 @@
-"""The CERBERE expiry metrics: each mailbox's expiry, the warning mails, the directory."""
+"""The CERBERE expiry metrics: each mailbox's expiry (as cached text), the warning mails,
+the directory."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from monitor.config.model import Config
+from monitor.config.model import Config, Mailbox
 from monitor.expiry.directory_job import DirectoryHealth
 from monitor.expiry.model import Expiry
+from monitor.metrics.text_cache import Chunks, Family, TextCache, mailbox_labels, sample
 from monitor.notify.outbox import OutboxCounts
 
-Family = GaugeMetricFamily | CounterMetricFamily
+ClientFamily = GaugeMetricFamily | CounterMetricFamily
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,57 +30,79 @@ class ExpiryView:
     directory: DirectoryHealth
 
 
+EXPIRY = Family(
+    "bma_password_expiry_timestamp_seconds",
+    "When the mailbox's CERBERE password expires; source: inventory, observed, ldap or "
+    "smtp (SMTP AUTH said it expired).",
+)
+EXPIRED = Family(
+    "bma_password_expired",
+    "1 once the CERBERE password has expired (its date passed, or SMTP AUTH said so).",
+)
+WARNED = Family(
+    "bma_password_warning_last_sent_timestamp_seconds",
+    "When the relay last accepted a warning mail to the mailbox for its current expiry "
+    "date, and its threshold (absent before the first).",
+)
+# What a mailbox's lines show: the mailbox, its expiry, its last warning, whether expired.
+ExpiryKey = tuple[Mailbox, Expiry | None, tuple[int, float] | None, bool]
+
+
 class ExpiryCollector(Collector):
-    """Exports the expiry families from one snapshot per scrape."""
+    """Exports the warning-mail and directory families from one snapshot per scrape."""
+
+    def __init__(self, view: Callable[[], ExpiryView]) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[ClientFamily]:
+        """Every expiry family but the per-mailbox ones (see ExpiryText)."""
+        view = self._view()
+        yield from _outbox_families(view)
+        yield from _directory_families(view.directory)
+
+
+class ExpiryText:
+    """The per-mailbox expiry families, as text cached per mailbox (see text_cache)."""
 
     def __init__(
         self, view: Callable[[], ExpiryView], clock: Callable[[], float] = time.time
     ) -> None:
         self._view = view
         self._clock = clock
+        self._text: TextCache[ExpiryKey] = TextCache((EXPIRY, EXPIRED, WARNED))
 
-    def collect(self) -> Iterator[Family]:
-        """Every expiry family."""
+    def render(self) -> tuple[int, Iterator[bytes]]:
+        """The size in bytes of the families, and their text, family by family."""
         view = self._view()
-        yield from _mailbox_families(view, self._clock())
-        yield from _outbox_families(view)
-        yield from _directory_families(view.directory)
+        now = self._clock()
+        expiries = view.expiries
+        warned = view.warned
+
+        def keyed(mailbox: Mailbox) -> tuple[str, ExpiryKey]:
+            found = expiries.get(mailbox.address)
+            # Whether it expired is part of the key: the date passing changes the line.
+            expired = found is not None and (
+                found.expired_now or found.expires_at.timestamp() <= now
+            )
+            return mailbox.address, (mailbox, found, warned.get(mailbox.address), expired)
+
+        return self._text.render(map(keyed, view.config.mailboxes), _expiry_chunks)
 
 
-def _mailbox_families(view: ExpiryView, now: float) -> Iterator[Family]:
-    labels = ["mailbox", "kind", "server"]
-    expiry = GaugeMetricFamily(
-        "bma_password_expiry_timestamp_seconds",
-        "When the mailbox's CERBERE password expires; source: inventory, observed, ldap or "
-        "smtp (SMTP AUTH said it expired).",
-        labels=[*labels, "source"],
-    )
-    expired = GaugeMetricFamily(
-        "bma_password_expired",
-        "1 once the CERBERE password has expired (its date passed, or SMTP AUTH said so).",
-        labels=labels,
-    )
-    warned = GaugeMetricFamily(
-        "bma_password_warning_last_sent_timestamp_seconds",
-        "When the relay last accepted a warning mail to the mailbox for its current expiry "
-        "date, and its threshold (absent before the first).",
-        labels=[*labels, "threshold"],
-    )
-    for mailbox in view.config.mailboxes:
-        values = [mailbox.local_part, str(mailbox.kind), mailbox.server]
-        last = view.warned.get(mailbox.address)
-        if last is not None:
-            warned.add_metric([*values, str(last[0])], last[1])
-        found = view.expiries.get(mailbox.address)
-        if found is None:
-            continue
-        at = found.expires_at.timestamp()
-        expiry.add_metric([*values, str(found.source)], at)
-        expired.add_metric(values, 1.0 if found.expired_now or at <= now else 0.0)
-    yield from (expiry, expired, warned)
+def _expiry_chunks(key: ExpiryKey) -> Chunks:
+    mailbox, found, last, expired = key
+    labels = mailbox_labels(mailbox)
+    expiry = expired_line = warned = ""
+    if found is not None:
+        source = labels + ',source="' + found.source + '"'
+        expiry = sample(EXPIRY, source, found.expires_at.timestamp())
+        expired_line = sample(EXPIRED, labels, 1.0 if expired else 0.0)
+    if last is not None:
+        warned = sample(WARNED, labels + ',threshold="' + str(last[0]) + '"', last[1])
+    return expiry.encode(), expired_line.encode(), warned.encode()
 
 
-def _outbox_families(view: ExpiryView) -> Iterator[Family]:
+def _outbox_families(view: ExpiryView) -> Iterator[ClientFamily]:
     counts = view.outbox
     thresholds = view.config.expiry.thresholds
     sent = CounterMetricFamily(
@@ -117,7 +141,7 @@ def _outbox_families(view: ExpiryView) -> Iterator[Family]:
         )
 
 
-def _directory_families(health: DirectoryHealth) -> Iterator[Family]:
+def _directory_families(health: DirectoryHealth) -> Iterator[ClientFamily]:
     if health.last_success_at is not None:
         yield GaugeMetricFamily(
             "bma_directory_last_success_timestamp_seconds",

@@ -139,6 +139,12 @@ class RelaySender:
             if self._step is not None:
                 await self._step("connected")
             await client.send_message(message, sender=bare_address(sender), recipients=[recipient])
+        except asyncio.CancelledError:
+            # A stop (SIGTERM): hang up at once. A polite QUIT would wait command_timeout
+            # for a relay that may be stuck mid-transaction, past systemd's TimeoutStopSec;
+            # the row stays pending and goes again, same Message-ID, after the restart.
+            client.close()
+            raise
         finally:
             if client.is_connected:
                 try:

@@ -12,8 +12,6 @@ from enum import StrEnum
 from pathlib import Path
 from string import Template
 
-import monitor
-
 STEM = "expiry-warning"
 PARTS = ("subject", "txt", "html")
 
@@ -94,8 +92,10 @@ class Templates:
 
 
 def shipped_folder() -> Path:
-    """The templates of the source checkout (an installed copy sets notify.templates)."""
-    return Path(monitor.__file__).resolve().parents[1] / "config" / "templates"
+    """The templates shipped in the package (monitor/notify/mails), installed or not."""
+    # A plain path, not importlib.resources: pip always unpacks the wheel, and errors and
+    # `check` must name a real file an operator can open and copy.
+    return Path(__file__).resolve().parent / "mails"
 
 
 def load_templates(folder: Path | None) -> Templates:

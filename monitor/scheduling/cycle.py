@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from monitor.config.model import ProbingConfig
+from monitor.config.model import Mailbox, ProbingConfig
 from monitor.probes.result import Protocol, QuotaSource
 from monitor.scheduling.runner import Outcomes
 from monitor.scheduling.view import MailboxStatus, ProbeStatus
@@ -37,6 +38,8 @@ class ProbeRequest:
     force: bool = False  # try even a locked-out mailbox
     outcomes: dict[tuple[str, Protocol], Outcomes] | None = None  # where a sweep collects
     trial: bool = False  # the probe that decides whether a down server is back
+    # Told of each outcome as it comes (a sweep's progress display).
+    on_outcome: Callable[[Mailbox, Protocol, Outcomes], None] | None = None
 
 
 class Cycle:

@@ -10,6 +10,7 @@ refused over IMAP is not tried over POP3 either.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 import weakref
@@ -58,7 +59,9 @@ class NoCredential:
 
 Outcomes = ProbeResult | LockedOut | Held | NoCredential
 
-Accepted = Callable[[Key, str, Callable[[], Awaitable[str]]], Awaitable[None]]
+# Told of each credential accepted: its key, its file identity, and how to compute its
+# fingerprint (blocking, slow: the listener decides where and when, never on the probe).
+Accepted = Callable[[Key, str, Callable[[], str]], None]
 
 # Secrets a mailbox may lack without it being a fault: not every establishment's CERBERE
 # password is known to the monitor, and without it SMTP is simply not probed.
@@ -92,7 +95,6 @@ class ProbeRunner:
         self._clock = clock
         self.guard = LoginGuard(store, guard_rules(config))
         self._fingerprints: dict[Key, tuple[tuple[object, ...], str]] = {}
-        # Told of each credential accepted: (key, its file identity, its fingerprint).
         self.on_accepted: Accepted | None = None
         # Dropped as soon as no probe holds or waits for it: thousands of mailboxes.
         self._in_use: weakref.WeakValueDictionary[Key, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -305,9 +307,8 @@ class ProbeRunner:
         if became is Outcome.ACCEPTED and key in self.guard.lockouts:
             await self.guard.clear_lockout(key)
         if became is Outcome.ACCEPTED and self.on_accepted is not None:
-            await self.on_accepted(
-                key, identity(credential), lambda: self._fingerprint(key, credential)
-            )
+            fingerprint = functools.partial(self._credentials.fingerprint, key[0], credential)
+            self.on_accepted(key, identity(credential), fingerprint)
 
     async def _verdict(
         self,

@@ -168,17 +168,19 @@ class Scheduler:
         protocols: Sequence[Protocol] | None = None,
         *,
         force: bool = False,
+        on_outcome: Callable[[Mailbox, Protocol, Outcomes], None] | None = None,
     ) -> dict[ProbeKey, Outcomes]:
         """Probe mailboxes (all by default) once, now, over each of their protocols (or
         those of `protocols` they have), as fast as the limits allow.
 
         Usage is always measured; `force` also tries locked-out credentials. Results are
-        recorded as in a cycle and saved before returning.
+        recorded as in a cycle and saved before returning; `on_outcome` hears of each as
+        it comes.
         """
         outcomes: dict[ProbeKey, Outcomes] = {}
         targets = self._config.mailboxes if mailboxes is None else mailboxes
         await self._runner.refresh_credentials(targets)
-        request = ProbeRequest(estimate=True, force=force, outcomes=outcomes)
+        request = ProbeRequest(estimate=True, force=force, outcomes=outcomes, on_outcome=on_outcome)
         queues: dict[tuple[str, Protocol], list[Mailbox]] = {}
         for mailbox in targets:
             for protocol in mailbox.protocols:
@@ -283,6 +285,8 @@ class Scheduler:
                 )
             if request.outcomes is not None:
                 request.outcomes[(mailbox.address, protocol)] = outcome
+            if request.on_outcome is not None:
+                request.on_outcome(mailbox, protocol, outcome)
             try:
                 self._recorder.record(mailbox, protocol, outcome, estimate)
             except Exception:

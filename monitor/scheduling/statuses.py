@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 import structlog
@@ -120,17 +120,39 @@ class StatusBook:
             address = mailbox.address
             previous = self.statuses.get(address)
             record = records.get(address) if records is not None else None
+            if previous is None:
+                statuses[address] = restored_status(mailbox, record, lockouts)
+                continue
             probes: dict[Protocol, ProbeStatus] = {}
             for protocol in mailbox.protocols:
                 lockout = lockouts.get((address, PROBERS[protocol].secret))
-                if previous is not None and protocol in previous.probes:
-                    probe = replace(previous.probes[protocol], lockout=lockout)
-                elif record is not None and protocol in record.probes:
-                    kept = record.probes[protocol]
-                    probe = ProbeStatus(protocol, kept.result, kept.last_success_at, lockout)
+                if protocol in previous.probes:
+                    probes[protocol] = replace(previous.probes[protocol], lockout=lockout)
                 else:
-                    probe = ProbeStatus(protocol, lockout=lockout)
-                probes[protocol] = probe
-            quota = previous.quota if previous is not None else record.quota if record else None
-            statuses[address] = MailboxStatus(mailbox, probes, quota)
+                    probes[protocol] = restored_status(mailbox, record, lockouts).probe(protocol)
+            statuses[address] = MailboxStatus(mailbox, probes, previous.quota)
         self.statuses = statuses
+
+
+def restored_status(
+    mailbox: Mailbox, record: MailboxRecord | None, lockouts: Lockouts
+) -> MailboxStatus:
+    """A mailbox's status as the state file kept it: each configured protocol's last result
+    (empty where it never ran) with its lock-out, and the best usage reading."""
+    address = mailbox.address
+    probes: dict[Protocol, ProbeStatus] = {}
+    for protocol in mailbox.protocols:
+        lockout = lockouts.get((address, PROBERS[protocol].secret))
+        kept = record.probes.get(protocol) if record is not None else None
+        if kept is not None:
+            probes[protocol] = ProbeStatus(protocol, kept.result, kept.last_success_at, lockout)
+        else:
+            probes[protocol] = ProbeStatus(protocol, lockout=lockout)
+    return MailboxStatus(mailbox, probes, record.quota if record is not None else None)
+
+
+def restored_statuses(
+    mailboxes: Iterable[Mailbox], records: Mapping[str, MailboxRecord], lockouts: Lockouts
+) -> dict[str, MailboxStatus]:
+    """Every configured mailbox's status as the state file kept it (see restored_status)."""
+    return {m.address: restored_status(m, records.get(m.address), lockouts) for m in mailboxes}

@@ -57,6 +57,45 @@ def connect(path: Path, *, reset: bool = False) -> sqlite3.Connection:
     return connection
 
 
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open an existing, up-to-date state file for reading only: nothing is created,
+    migrated or written, so a report can read it while the daemon runs."""
+    if not path.exists():
+        raise StateError(f"state file {path} does not exist (has the daemon run yet?)")
+    problem = _file_problem(path)
+    if problem is not None:
+        raise StateUnreadable(f"state file {path} cannot be used: {problem}")
+    connection: sqlite3.Connection | None = None
+    try:
+        # mode=ro: SQLite neither creates the file nor writes it; a WAL file the daemon
+        # holds is read through its shared memory, as any reader's. Where no daemon holds
+        # it, SQLite makes an empty -wal and the -shm index beside it: private, as ours.
+        with _private_umask():
+            connection = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=ro",
+                uri=True,
+                timeout=10.0,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            connection.execute("PRAGMA busy_timeout=10000")
+            connection.execute("PRAGMA query_only=ON")
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    except (OSError, sqlite3.Error) as exc:
+        if connection is not None:
+            connection.close()
+        raise StateError(f"cannot open state file {path} for reading: {_why(exc)}") from exc
+    if version != len(MIGRATIONS):
+        connection.close()
+        age = "older" if version < len(MIGRATIONS) else "newer"
+        raise StateUnreadable(
+            f"state file {path} has schema version {version}, {age} than this bma-monitor's "
+            f"({len(MIGRATIONS)}); a read-only reader does not migrate it: start the daemon "
+            "of this version once, or use the matching bma-monitor"
+        )
+    return connection
+
+
 def _open_existing(path: Path, reset: bool) -> sqlite3.Connection:
     """Open a state file that exists, or move it aside when unusable and `reset` is asked."""
     connection: sqlite3.Connection | None = None

@@ -22,7 +22,7 @@ from monitor.state.codec import (
     result_from_json,
     result_to_json,
 )
-from monitor.state.opening import StateError, StateUnreadable, connect
+from monitor.state.opening import StateError, StateUnreadable, connect, connect_readonly
 
 T = TypeVar("T")
 
@@ -83,6 +83,15 @@ class StateStore:
         it aside first.
         """
         return cls(connect(path, reset=reset), path)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> StateStore:
+        """Open an existing state file of the current schema for reading only (reports).
+
+        A missing file, one of another schema version, or a damaged one raises StateError;
+        any write through the store raises StateError too (SQLite refuses it).
+        """
+        return cls(connect_readonly(path), path)
 
     def close(self) -> None:
         """Close the file."""

@@ -7,6 +7,7 @@ again on the same port.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import ssl
@@ -38,6 +39,7 @@ class Received:
 class _Script:
     rcpt: dict[str, str] = field(default_factory=dict)  # recipient -> reply to RCPT
     data: dict[str, str] = field(default_factory=dict)  # recipient -> reply to DATA
+    hold_data: int = 0  # this many next mails get no reply to DATA, ever
 
 
 class _Handler:
@@ -54,6 +56,11 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        if self.relay.script.hold_data > 0:
+            self.relay.script.hold_data -= 1
+            self.relay.holding.set()
+            # aiosmtpd cancels this when the client hangs up: the mail is never accepted.
+            await asyncio.Event().wait()
         for recipient in envelope.rcpt_tos:
             reply = self.relay.script.data.get(recipient)
             if reply is not None:
@@ -88,6 +95,7 @@ class RecordingRelay(ThreadedSmtp):
         self.script = _Script()
         self.received: list[Received] = []
         self.auth_logins: list[str] = []
+        self.holding = threading.Event()  # set once a mail is held (script.hold_data)
         self.lock = threading.Lock()
 
     @property
