@@ -120,6 +120,10 @@ def _check_report(spec: AuditFleet, tmp: Path, stdout: str) -> None:
         (local, p) for local in spec.locals for p in ("imap", "pop3")
     )
     assert [r[1] for r in everything[1:] if r[0] == fleet.FULL] == [TRICKY_NAME] * 2
+    # Reasons in French, each with its code as the metrics and alerts spell it.
+    refused_reasons = {r[7] for r in everything[1:] if r[0] == refused}
+    assert refused_reasons == {"mot de passe refusé (auth_failed)"}
+    assert {r[7] for r in everything[1:] if r[0] in spec.healthy} == {"connexion réussie (ok)"}
     html = (tmp / "audit.html").read_text()
     assert TRICKY_NAME not in html and "&lt;Les &quot;Tilleuls&quot;&gt; &amp; Cie" in html
 

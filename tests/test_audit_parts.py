@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from monitor.audit.actions import NO_CREDENTIAL, NOT_PROBED_YET, reason_fr
 from monitor.audit.forecasting import near_full_forecasts
 from monitor.audit.html_assets import SCRIPT
 from monitor.audit.progress import Progress
 from monitor.config.values import DAY, HOUR, MINUTE
 from monitor.fullness.forecast import Point, forecast_full, may_reach
 from monitor.fullness.store import load_history, save_histories
-from monitor.probes.result import QuotaReading, QuotaSource
+from monitor.probes.result import QuotaReading, QuotaSource, Reason
 from monitor.scheduling.statuses import restored_statuses
 from monitor.state.store import MailboxRecord, StateError, StateStore
 from tests import fleet
@@ -196,3 +197,11 @@ def test_the_sort_script_compares_numbers_and_dates_as_such(tmp_path: Path) -> N
         ["2026-11-25T09:00:00+01:00", "2026-11-25T17:33:06+01:00"],
         ["abc", "ecole a", "École b", "Zèbre"],
     ]
+
+
+def test_every_reason_has_a_french_label_beside_its_code() -> None:
+    """The page mailed to ops words every reason in French, and keeps the code."""
+    for code in [*Reason, NOT_PROBED_YET, NO_CREDENTIAL]:
+        shown = reason_fr(code)
+        assert shown.endswith(f" ({code})") and len(shown) > len(code) + 4, code
+    assert reason_fr("something_new") == "something_new"

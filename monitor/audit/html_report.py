@@ -10,6 +10,7 @@ from html import escape
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from monitor.audit.actions import reason_fr
 from monitor.audit.html_assets import SCRIPT, STYLE
 from monitor.audit.rows import AuditRow
 from monitor.audit.summary import Flagged, Summary
@@ -90,7 +91,7 @@ def _failures(summary: Summary) -> Iterable[str]:
         return
     yield _table(
         ("Protocole", "Motif", "Nombre"),
-        [[Cell(p), Cell(r), _number(n)] for (p, r), n in summary.failures.items()],
+        [[Cell(p), Cell(reason_fr(r)), _number(n)] for (p, r), n in summary.failures.items()],
     )
     yield "<h2>Échecs de connexion par serveur</h2>"
     yield _table(
@@ -193,7 +194,7 @@ def _all_rows(rows: Sequence[AuditRow], zone: ZoneInfo) -> str:
                 Cell(row.mailbox.server),
                 Cell(str(row.protocol)),
                 Cell("ok", css="ok") if row.login_ok else Cell("échec" if row.failed else "-"),
-                Cell(row.reason),
+                Cell(reason_fr(row.reason)),
                 Cell(row.detail),
                 Cell(
                     f"{checked:%d/%m/%Y %H:%M}" if checked else "",

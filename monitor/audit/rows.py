@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from monitor.audit import actions as wording
-from monitor.audit.actions import Action
+from monitor.audit.actions import NO_CREDENTIAL, NOT_PROBED_YET, Action
 from monitor.audit.snapshot import Snapshot
 from monitor.canary.evidence import Evidence
 from monitor.config.model import Config, Mailbox
@@ -20,8 +20,6 @@ from monitor.probes.result import Protocol, Reason
 from monitor.scheduling.runner import OPTIONAL_SECRETS
 from monitor.state.logins import Lockout
 
-NOT_PROBED_YET = "not_probed_yet"  # the daemon has not reached this mailbox yet
-NO_CREDENTIAL = "no_credential"  # an optional secret (CERBERE) is absent: not probed
 # POP3 says the school's own client holds the mailbox, or asks to wait: the server
 # answered and the password was not refused; nothing for ops to do.
 NOT_ACTIONABLE = frozenset({Reason.IN_USE, Reason.LOGIN_DELAY})
