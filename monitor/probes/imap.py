@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from enum import StrEnum
 
 from aioimaplib import aioimaplib
@@ -34,7 +34,8 @@ from monitor.probes.result import (
     QuotaReading,
     Reason,
 )
-from monitor.probes.run import ProbeRun
+from monitor.probes.run import ProbeRun, required_context
+from monitor.probes.timing import PhaseDeadline, phases_until
 
 LOGOUT_TIMEOUT = 5.0
 DEFAULT_OPTIONS = ProbeOptions()
@@ -108,9 +109,9 @@ async def logged_in(
     other than probing (the canary's); raises LoginRefused or what classify_exception reads.
     """
     run = _Run(address, endpoint, secret, context, DEFAULT_OPTIONS, clock, gate=gate)
-    run._deadline_at = asyncio.get_running_loop().time() + deadline
+    deadline_at = asyncio.get_running_loop().time() + deadline
     try:
-        async with asyncio.timeout_at(run._deadline_at) as run._deadline:
+        async with phases_until(run.timer, deadline_at) as run._phases:
             refusal = await run._log_in()
         if refusal is not None:
             raise LoginRefused(*refusal)
@@ -143,26 +144,20 @@ class _Run(ProbeRun):
         self.session = ImapSession(
             server.host, server.port, server.tls_server_name or server.host, gate
         )
-        self._deadline: asyncio.Timeout | None = None
-        self._deadline_at = 0.0
+        self._phases: PhaseDeadline | None = None  # the run's deadline, once it runs
 
-    @contextmanager
-    def _phase(self, phase: Phase, limit: float) -> Iterator[None]:
+    def _phase(self, phase: Phase, limit: float) -> AbstractContextManager[None]:
         """Time a phase and hold it to its own limit, within the probe's deadline."""
-        # One Timeout for the whole login, moved at each phase: cheaper than one per phase.
-        assert self._deadline is not None
-        now = asyncio.get_running_loop().time()
-        self._deadline.reschedule(min(self._deadline_at, now + limit))
-        with self.timer.phase(phase):
-            yield
+        assert self._phases is not None
+        return self._phases.phase(phase, limit)
 
     async def run(self, deadline: float) -> ProbeResult:
         started = self.clock()
-        deadline_at = self._deadline_at = asyncio.get_running_loop().time() + deadline
+        deadline_at = asyncio.get_running_loop().time() + deadline
         quota: QuotaReading | None = None
         quota_error = ""
         try:
-            async with asyncio.timeout_at(deadline_at) as self._deadline:
+            async with phases_until(self.timer, deadline_at) as self._phases:
                 refusal = await self._log_in()
             if refusal is not None:
                 return self.result(started, *refusal, failed_phase=Phase.LOGIN)
@@ -189,9 +184,9 @@ class _Run(ProbeRun):
     async def check(self, deadline: float) -> ProbeResult:
         """Connect, TLS and greeting only, with no credential: is the server there at all?"""
         started = self.clock()
-        self._deadline_at = asyncio.get_running_loop().time() + deadline
+        deadline_at = asyncio.get_running_loop().time() + deadline
         try:
-            async with asyncio.timeout_at(self._deadline_at) as self._deadline:
+            async with phases_until(self.timer, deadline_at) as self._phases:
                 await self._reach()
             await self._logout()
             return self.result(started, Reason.OK, "")
@@ -215,17 +210,15 @@ class _Run(ProbeRun):
         with self._phase(Phase.CONNECT, server.connect_timeout):
             await session.connect()
         if server.tls is TlsMode.IMPLICIT:
-            assert self.context is not None
             with self._phase(Phase.TLS, server.connect_timeout):
-                await session.start_tls(self.context)
+                await session.start_tls(required_context(self.context, server))
         with self._phase(Phase.GREETING, server.command_timeout):
             await session.read_greeting()
             if not session.capabilities:
                 await session.refresh_capabilities()
         if server.tls is TlsMode.STARTTLS:
-            assert self.context is not None
             with self._phase(Phase.TLS, server.command_timeout):
-                await session.starttls(self.context)
+                await session.starttls(required_context(self.context, server))
                 await session.refresh_capabilities()
 
     async def _log_in(self) -> tuple[Reason, str] | None:

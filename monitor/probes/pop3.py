@@ -30,7 +30,7 @@ from monitor.probes.result import (
     QuotaSource,
     Reason,
 )
-from monitor.probes.run import ProbeRun
+from monitor.probes.run import ProbeRun, reach_greeting, required_context
 from monitor.probes.timing import PhaseDeadline, phases_until
 
 QUIT_TIMEOUT = 2.0
@@ -139,20 +139,14 @@ class _Run(ProbeRun):
     async def _reach(self, phases: PhaseDeadline) -> None:
         """Connect, secure, greet and list capabilities: everything before a credential."""
         server, session = self.server, self.session
-        with phases.phase(Phase.CONNECT, server.connect_timeout):
-            await session.connect()
-        if server.tls is TlsMode.IMPLICIT:
-            with phases.phase(Phase.TLS, server.connect_timeout):
-                await session.start_tls(self._context())
-        with phases.phase(Phase.GREETING, server.command_timeout):
-            await session.read_greeting()
+        await reach_greeting(phases, Phase, server, session, self.context)
         with phases.phase(Phase.CAPA, server.command_timeout):
             self.capabilities = await session.capabilities()
         if server.tls is TlsMode.STARTTLS:
             with phases.phase(Phase.TLS, server.command_timeout):
                 if self.capabilities is not None and "STLS" not in self.capabilities.names:
                     raise ProtocolFault("server does not offer STLS")
-                await session.stls(self._context())
+                await session.stls(required_context(self.context, server))
             # RFC 2595 4: what was said before TLS cannot be trusted; ask again.
             with phases.phase(Phase.CAPA, server.command_timeout):
                 self.capabilities = await session.capabilities()
@@ -216,11 +210,6 @@ class _Run(ProbeRun):
                     await self.session.quit()
             except (TimeoutError, Pop3Error, ConnectionError):
                 pass
-
-    def _context(self) -> ssl.SSLContext:
-        if self.context is None:
-            raise ValueError(f"TLS mode {self.server.tls} needs an SSL context")
-        return self.context
 
     def connection_ssl(self) -> ssl.SSLObject | None:
         """The TLS state of the POP3 connection, once secured."""

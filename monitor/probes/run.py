@@ -4,15 +4,62 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from typing import Protocol as Interface
 
+from monitor.config.model import EndpointConfig, TlsMode
 from monitor.probes.contract import Clock
 from monitor.probes.redact import printable, scrub
-from monitor.probes.result import ProbeResult, Protocol, QuotaReading, Reason, TlsFacts
-from monitor.probes.timing import PhaseTimer
+from monitor.probes.result import (
+    CONNECT,
+    GREETING,
+    TLS,
+    ProbeResult,
+    Protocol,
+    QuotaReading,
+    Reason,
+    TlsFacts,
+)
+from monitor.probes.timing import PhaseDeadline, PhaseTimer
 from monitor.probes.tls import tls_facts
 
 # A protocol's one boundary from errors to reasons; it raises again what is a bug.
 Classifier = Callable[[BaseException, str | None], tuple[Reason, str]]
+
+
+class Greeting(Interface):
+    """A protocol session's first steps, named alike in every protocol."""
+
+    async def connect(self) -> None: ...
+
+    async def start_tls(self, context: ssl.SSLContext) -> None: ...
+
+    async def read_greeting(self) -> object: ...
+
+
+async def reach_greeting(
+    phases: PhaseDeadline,
+    phase: Callable[[str], str],
+    server: EndpointConfig,
+    session: Greeting,
+    context: ssl.SSLContext | None,
+) -> None:
+    """Connect, secure from the first byte where the endpoint says so, read the greeting:
+    each step timed under the endpoint's connect or command timeout, as the protocol's own
+    member of its phase (`phase` is the protocol's Phase enum)."""
+    with phases.phase(phase(CONNECT), server.connect_timeout):
+        await session.connect()
+    if server.tls is TlsMode.IMPLICIT:
+        with phases.phase(phase(TLS), server.connect_timeout):
+            await session.start_tls(required_context(context, server))
+    with phases.phase(phase(GREETING), server.command_timeout):
+        await session.read_greeting()
+
+
+def required_context(context: ssl.SSLContext | None, server: EndpointConfig) -> ssl.SSLContext:
+    """The TLS context an endpoint's TLS mode needs; a missing one is a bug, not a reason."""
+    if context is None:
+        raise RuntimeError(f"endpoint wants TLS ({server.tls}) but no context was given")
+    return context
 
 
 class ProbeRun:

@@ -20,7 +20,7 @@ from monitor.credentials import Secret, SecretKind
 from monitor.probes.contract import BeforeSecret, Clock, ProbeOptions, Prober
 from monitor.probes.failures import transport_failure
 from monitor.probes.result import CONNECT, GREETING, TLS, ProbeResult, Protocol, Reason, TlsFacts
-from monitor.probes.run import ProbeRun
+from monitor.probes.run import ProbeRun, reach_greeting, required_context
 from monitor.probes.smtp_replies import (
     auth_secret_forms,
     choose_mechanism,
@@ -126,18 +126,12 @@ class _Run(ProbeRun):
     async def greet(self, budget: PhaseDeadline) -> Outcome:
         """Everything before a credential: connect, secure, greeting, EHLO."""
         server, session = self.server, self.session
-        with budget.phase(Phase.CONNECT, server.connect_timeout):
-            await session.connect()
-        if server.tls is TlsMode.IMPLICIT:
-            with budget.phase(Phase.TLS, server.connect_timeout):
-                await session.start_tls(self._context())
-        with budget.phase(Phase.GREETING, server.command_timeout):
-            await session.read_greeting()
+        await reach_greeting(budget, Phase, server, session, self.context)
         with budget.phase(Phase.EHLO, server.command_timeout):
             await session.ehlo()
         if server.tls is TlsMode.STARTTLS:
             with budget.phase(Phase.TLS, server.command_timeout):
-                await session.starttls(self._context())
+                await session.starttls(required_context(self.context, server))
             with budget.phase(Phase.EHLO, server.command_timeout):
                 await session.ehlo()
         return Reason.OK, "", None
@@ -178,11 +172,6 @@ class _Run(ProbeRun):
                     await self.session.quit()
             except (TimeoutError, ConnectionError, SMTPException):
                 pass
-
-    def _context(self) -> ssl.SSLContext:
-        if self.context is None:
-            raise RuntimeError(f"endpoint wants TLS ({self.server.tls}) but no context was given")
-        return self.context
 
     def scrub(self, text: str) -> str:
         """Text with the secret masked, in whole forms and in cut-short base64 echoes."""
